@@ -1,0 +1,168 @@
+"""Competitions and their schedule by block (design.md §4).
+
+A competition fixes what a model must be (architecture, size, tokenizer, sequence length, weight-norm
+bounds), how it is judged (epsilon policy) and its share of the reward. A schedule maps a starting block
+to the competitions active from then on; ``competitions_at(block)`` reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from constants import MAX_REPO_BYTES, SEQUENCE_LENGTH, TIMESTAMP_EPSILON
+
+LOCAL_ASSETS = Path(__file__).parent / "local"
+"""The local competition's tokenizer and model config, shipped in the repository."""
+
+
+class EpsilonPolicy(Protocol):
+    """The advantage an earlier model gets in a pairwise comparison, given its age in blocks."""
+
+    def epsilon(self, age_blocks: int) -> float: ...
+
+
+@dataclass(frozen=True)
+class FixedEpsilon:
+    """The same advantage at any age (SN6)."""
+
+    value: float = TIMESTAMP_EPSILON
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.value < 1.0:
+            raise ValueError(f"epsilon must be in [0, 1), got {self.value}")
+
+    def epsilon(self, age_blocks: int) -> float:
+        return self.value
+
+
+@dataclass(frozen=True)
+class LinearDecayEpsilon:
+    """Full advantage until ``start_blocks`` of age, then linear decay to ``minimum`` over
+    ``period_blocks`` (SN9 style), so an incumbent cannot sit on its lead forever."""
+
+    value: float
+    minimum: float
+    start_blocks: int
+    period_blocks: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.minimum <= self.value < 1.0:
+            raise ValueError(f"need 0 <= minimum <= value < 1, got {self.minimum}, {self.value}")
+        if self.start_blocks < 0 or self.period_blocks <= 0:
+            raise ValueError("start_blocks must be >= 0 and period_blocks > 0")
+
+    def epsilon(self, age_blocks: int) -> float:
+        past = max(0, age_blocks - self.start_blocks)
+        fraction = min(1.0, past / self.period_blocks)
+        return self.value - (self.value - self.minimum) * fraction
+
+
+@dataclass(frozen=True)
+class Competition:
+    """One competition: the rules a model must meet and its share of the reward."""
+
+    id: str
+    architectures: tuple[str, ...]
+    max_params: int
+    tokenizer: str
+    """A Hugging Face repository id, or a folder path for a tokenizer shipped in this repository."""
+    reward_share: float
+    min_params: int = 0
+    sequence_length: int = SEQUENCE_LENGTH
+    max_repo_bytes: int = MAX_REPO_BYTES
+    max_projection_rms: float = 1.0
+    """Upper bound on the root-mean-square of every attention/MLP projection weight (inflated norms)."""
+    epsilon_policy: EpsilonPolicy = field(default_factory=FixedEpsilon)
+    base_config: str | None = None
+    """Path of a model config a miner may start from (the local competition's tiny shape)."""
+
+    def __post_init__(self) -> None:
+        if not self.architectures:
+            raise ValueError(f"competition {self.id} allows no architecture")
+        if not 0 <= self.min_params <= self.max_params:
+            raise ValueError(f"competition {self.id}: need 0 <= min_params <= max_params")
+        if not 0.0 < self.reward_share <= 1.0:
+            raise ValueError(f"competition {self.id}: reward_share must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """The competitions active from ``start_block`` on (until a later entry starts)."""
+
+    start_block: int
+    competitions: tuple[Competition, ...]
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.competitions]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate competition id at block {self.start_block}: {ids}")
+        total = sum(c.reward_share for c in self.competitions)
+        if self.competitions and abs(total - 1.0) > 1e-9:
+            raise ValueError(f"reward shares at block {self.start_block} sum to {total}, not 1")
+
+
+def _ordered(entries: Sequence[ScheduleEntry]) -> tuple[ScheduleEntry, ...]:
+    starts = [e.start_block for e in entries]
+    if starts != sorted(set(starts)):
+        raise ValueError(f"schedule start blocks must be strictly increasing: {starts}")
+    return tuple(entries)
+
+
+GiB_PARAMS = 1024**3
+
+L3 = Competition(
+    id="l3",
+    architectures=("LlamaForCausalLM",),
+    max_params=8 * GiB_PARAMS,
+    tokenizer="NousResearch/Meta-Llama-3-8B-Instruct",
+    reward_share=0.6,
+)
+S1 = Competition(
+    id="s1",
+    architectures=("StableLmForCausalLM",),
+    max_params=2 * GiB_PARAMS,
+    tokenizer="stabilityai/stablelm-2-zephyr-1_6b",
+    reward_share=0.4,
+)
+LOCAL = Competition(
+    id="local",
+    architectures=("LlamaForCausalLM",),
+    max_params=20_000_000,
+    tokenizer=str(LOCAL_ASSETS),
+    reward_share=1.0,
+    sequence_length=512,
+    max_repo_bytes=200 * 1024**2,
+    max_projection_rms=1.0,
+    base_config=str(LOCAL_ASSETS / "config.json"),
+)
+
+MAINNET_SCHEDULE: tuple[ScheduleEntry, ...] = _ordered([ScheduleEntry(0, (L3, S1))])
+"""The real network's competitions by block."""
+
+LOCALNET_SCHEDULE: tuple[ScheduleEntry, ...] = _ordered([ScheduleEntry(0, (LOCAL,))])
+"""The embedded local network's competitions by block."""
+
+
+def competitions_at(
+    block: int, *, schedule: Sequence[ScheduleEntry] = MAINNET_SCHEDULE
+) -> tuple[Competition, ...]:
+    """The competitions active at ``block`` (those of the last entry starting at or before it)."""
+    active: tuple[Competition, ...] = ()
+    for entry in schedule:
+        if entry.start_block > block:
+            break
+        active = entry.competitions
+    return active
+
+
+def competition_at(
+    competition_id: str, block: int, *, schedule: Sequence[ScheduleEntry] = MAINNET_SCHEDULE
+) -> Competition | None:
+    """The competition ``competition_id`` if it is active at ``block``, else ``None``."""
+    for competition in competitions_at(block, schedule=schedule):
+        if competition.id == competition_id:
+            return competition
+    return None

@@ -1,0 +1,1 @@
+"""Where models live: the chain (commitments), the hub (files), the validator's disk."""

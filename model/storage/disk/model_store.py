@@ -1,0 +1,96 @@
+"""The validator's model store: ``<root>/<hotkey>/<namespace>/<name>/<commit>/``, one folder per
+hotkey and commit, real files only.
+
+Every path is built from validated parts (``ModelId`` accepts only plain names; hotkeys are checked
+here) and resolved with :func:`utilities.files.safe_join`, so no file of a miner lands outside its
+folder; :meth:`DiskModelStore.check` verifies a downloaded folder holds no escaping symlink.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from model.data import ModelId
+from utilities.errors import ModelStoreError
+from utilities.files import check_contained, safe_join
+
+_HOTKEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _folder_size(path: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for filename in filenames:
+            entry = Path(dirpath, filename)
+            if not entry.is_symlink():
+                total += entry.stat().st_size
+    return total
+
+
+class DiskModelStore:
+    """Folders of downloaded models, one per hotkey and commit."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def hotkey_dir(self, hotkey: str) -> Path:
+        if not _HOTKEY.fullmatch(hotkey):
+            raise ModelStoreError(f"hotkey {hotkey!r} is not a valid folder name")
+        return safe_join(self.root, hotkey)
+
+    def model_dir(self, hotkey: str, model_id: ModelId) -> Path:
+        """The folder for ``model_id`` of ``hotkey`` (not created)."""
+        if model_id.commit is None:
+            raise ModelStoreError(f"model {model_id.repo_id} of {hotkey} names no commit")
+        return safe_join(self.hotkey_dir(hotkey), f"{model_id.namespace}/{model_id.name}/{model_id.commit}")
+
+    def check(self, hotkey: str, model_id: ModelId) -> Path:
+        """The model's folder, after verifying it exists and nothing in it links outside it."""
+        folder = self.model_dir(hotkey, model_id)
+        if not folder.is_dir():
+            raise ModelStoreError(f"model {model_id.repo_id}@{model_id.commit} of {hotkey} is not on disk")
+        check_contained(folder)
+        return folder
+
+    def hotkeys(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _HOTKEY.fullmatch(p.name))
+
+    def model_dirs(self, hotkey: str) -> list[Path]:
+        """Every commit folder stored for ``hotkey``."""
+        base = self.hotkey_dir(hotkey)
+        return sorted(p for p in base.glob("*/*/*") if p.is_dir()) if base.is_dir() else []
+
+    def size(self, hotkey: str | None = None) -> int:
+        """Bytes stored for ``hotkey``, or for every hotkey."""
+        return _folder_size(self.root if hotkey is None else self.hotkey_dir(hotkey))
+
+    def delete(self, hotkey: str) -> None:
+        shutil.rmtree(self.hotkey_dir(hotkey), ignore_errors=True)
+
+    def delete_unreferenced(
+        self, referenced: Mapping[str, ModelId], *, grace_s: float = 0.0, now: float | None = None
+    ) -> list[Path]:
+        """Delete every model folder that is not ``referenced[hotkey]`` and was last modified more
+        than ``grace_s`` ago; returns the deleted folders."""
+        now = time.time() if now is None else now
+        keep = {self.model_dir(h, m).resolve() for h, m in referenced.items() if m.commit is not None}
+        deleted = []
+        for hotkey in self.hotkeys():
+            for folder in self.model_dirs(hotkey):
+                if folder.resolve() in keep or now - folder.stat().st_mtime < grace_s:
+                    continue
+                shutil.rmtree(folder, ignore_errors=True)
+                deleted.append(folder)
+            base = self.hotkey_dir(hotkey)
+            for empty in sorted(base.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                if empty != base and not any(empty.iterdir()):
+                    empty.rmdir()
+            if not any(base.iterdir()):
+                base.rmdir()
+        return deleted

@@ -1,0 +1,56 @@
+"""The hub port (design.md §3): repositories of files, each commit immutable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """One file of a commit: its path inside the repository (``/``-separated) and size in bytes."""
+
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    """What the hub says about one commit of a repository, read without downloading it."""
+
+    repo_id: str
+    commit: str
+    files: tuple[RepoFile, ...]
+    private: bool
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+class Hub(Protocol):
+    """A model hub. Every method raises :class:`utilities.errors.HubError` (or a subclass) on failure;
+    an unknown repository or commit raises :class:`utilities.errors.RepoNotFoundError`."""
+
+    def create_repo(self, repo_id: str, *, private: bool = True) -> None:
+        """Create ``namespace/name`` if it does not exist (private unless told otherwise)."""
+        ...
+
+    def upload_folder(self, repo_id: str, folder: Path, *, message: str = "Upload model") -> str:
+        """Upload every file under ``folder`` as one new commit; returns the commit id."""
+        ...
+
+    def repo_info(self, repo_id: str, *, commit: str) -> RepoInfo:
+        """The file list (with sizes) and visibility of ``commit``, without downloading it."""
+        ...
+
+    def download(self, repo_id: str, *, commit: str, dest: Path) -> Path:
+        """Download ``commit`` into the plain folder ``dest`` (real files, no links); returns it.
+
+        ``dest`` must be absent or empty, so a stale folder never passes for this commit."""
+        ...
+
+    def make_public(self, repo_id: str) -> None:
+        """Make the repository visible to everyone."""
+        ...

@@ -1,0 +1,1 @@
+"""Small helpers with no subnet knowledge: errors, retries, atomic writes, logging."""
