@@ -1,0 +1,124 @@
+"""Choosing the network: the real one (Bittensor chain + Hugging Face) or the embedded local one.
+
+Both neurons parse the same flags (``add_network_args``) and call ``connect`` to get the ports. One flag,
+``--localnet DIR``, switches every port to the local network in DIR (``chain.sqlite``, ``hub/``,
+``wallets/``); without it the conventional bittensor flags apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from constants import SUBNET_UID
+from model.storage.chain.local_chain import LocalChain
+from model.storage.chain.protocol import Chain
+from model.storage.hub.local_hub import LocalHub
+from model.storage.hub.protocol import Hub
+from utilities.errors import ConfigError
+
+if TYPE_CHECKING:
+    import bittensor as bt
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WALLET_PATH = "~/.bittensor/wallets"
+
+
+@dataclass(frozen=True)
+class Network:
+    """The ports a neuron works through, and the wallet it acts as."""
+
+    chain: Chain
+    hub: Hub
+    wallet: bt.Wallet | None
+    localnet: Path | None
+
+    @property
+    def is_local(self) -> bool:
+        return self.localnet is not None
+
+
+def add_network_args(parser: argparse.ArgumentParser) -> None:
+    """The flags both neurons share (the names other subnets' users already type)."""
+    group = parser.add_argument_group("network")
+    group.add_argument(
+        "--localnet",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run on the embedded local network in DIR (chain file, model hub folder, wallets) "
+        "instead of the real Bittensor chain and Hugging Face",
+    )
+    group.add_argument("--netuid", type=int, default=SUBNET_UID, help="subnet uid (default: %(default)s)")
+    group.add_argument(
+        "--subtensor.network",
+        dest="subtensor_network",
+        default="finney",
+        help="bittensor network name or websocket endpoint (default: %(default)s)",
+    )
+    group.add_argument("--wallet.name", dest="wallet_name", default="default", help="coldkey wallet name")
+    group.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="hotkey name")
+    group.add_argument(
+        "--wallet.path",
+        dest="wallet_path",
+        default=None,
+        help=f"wallets folder (default: {DEFAULT_WALLET_PATH}, or DIR/wallets with --localnet)",
+    )
+    group.add_argument("--logging.debug", dest="logging_debug", action="store_true", help="debug logs")
+    group.add_argument(
+        "--logging.trace", dest="logging_trace", action="store_true", help="debug logs of libraries too"
+    )
+
+
+def local_wallet(wallets_dir: Path, name: str, hotkey: str) -> bt.Wallet:
+    """A wallet under ``wallets_dir``, created unencrypted on first use (local network only)."""
+    import bittensor as bt
+
+    wallet = bt.Wallet(name=name, hotkey=hotkey, path=str(wallets_dir))
+    if not Path(wallet.coldkeypub_file.path).exists():
+        wallet.create_new_coldkey(use_password=False, overwrite=False, suppress=True)
+    if not Path(wallet.hotkey_file.path).exists():
+        wallet.create_new_hotkey(use_password=False, overwrite=False, suppress=True)
+    return wallet
+
+
+def connect(args: argparse.Namespace, *, hub_user: str | None = None, need_wallet: bool = True) -> Network:
+    """Build the chain and hub ports the arguments ask for.
+
+    ``hub_user`` is the namespace a miner publishes under (the local hub lets it write there; on
+    Hugging Face the token decides). ``need_wallet=False`` gives a read-only view (no commits, no
+    weights).
+    """
+    import bittensor as bt
+
+    localnet: Path | None = args.localnet
+    if localnet is not None:
+        localnet = localnet.expanduser().resolve()
+        localnet.mkdir(parents=True, exist_ok=True)
+        wallets_dir = Path(args.wallet_path).expanduser() if args.wallet_path else localnet / "wallets"
+        wallet = local_wallet(wallets_dir, args.wallet_name, args.wallet_hotkey) if need_wallet else None
+        hotkey = wallet.hotkey.ss58_address if wallet is not None else None
+        chain: Chain = LocalChain(localnet / "chain.sqlite", netuid=args.netuid, hotkey=hotkey)
+        hub: Hub = LocalHub(localnet / "hub", user=hub_user)
+        logger.info("local network in %s (netuid %d)", localnet, args.netuid)
+        return Network(chain=chain, hub=hub, wallet=wallet, localnet=localnet)
+
+    from model.storage.chain.bittensor_chain import BittensorChain
+    from model.storage.hub.hugging_face import HuggingFaceHub
+
+    wallet = None
+    if need_wallet:
+        path = str(Path(args.wallet_path or DEFAULT_WALLET_PATH).expanduser())
+        wallet = bt.Wallet(name=args.wallet_name, hotkey=args.wallet_hotkey, path=path)
+        if not Path(wallet.hotkey_file.path).exists():
+            raise ConfigError(
+                f"no hotkey '{args.wallet_hotkey}' in wallet '{args.wallet_name}' under {path}: "
+                "create it with btcli, or pass --wallet.name/--wallet.hotkey/--wallet.path"
+            )
+    chain = BittensorChain.connect(args.subtensor_network, netuid=args.netuid, wallet=wallet)
+    logger.info("bittensor network %s (netuid %d)", args.subtensor_network, args.netuid)
+    return Network(chain=chain, hub=HuggingFaceHub(), wallet=wallet, localnet=None)

@@ -1,0 +1,332 @@
+"""BittensorChain against the real bittensor SDK, with only the substrate (the chain) faked."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import bittensor as bt
+import numpy as np
+import pytest
+from bittensor.keyfiles import Keypair
+
+from model.storage.chain.bittensor_chain import BittensorChain
+from tests.fakes.fake_substrate import FakeNeuron, FakeSubstrate, commitment_record
+from utilities.errors import ChainError, CommitmentError, ConfigError
+
+NETUID = 9
+
+
+def address(seed_byte: int) -> str:
+    return str(Keypair.create_from_seed(bytes([seed_byte]) * 32).ss58_address)
+
+
+MINER_A, MINER_B, MINER_C, MINER_D = (address(b) for b in (0x31, 0x32, 0x33, 0x34))
+
+
+@pytest.fixture(autouse=True)
+def _symbol_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Connecting makes the SDK cache token symbols on disk; keep that out of $HOME.
+    monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "token_symbols.json"))
+
+
+@pytest.fixture
+def wallet(tmp_path: Path) -> bt.Wallet:
+    w = bt.Wallet("cold", "hot", path=str(tmp_path / "wallets"))
+    w.regenerate_coldkey(seed="0x" + "11" * 32, use_password=False, overwrite=True, suppress=True)
+    w.regenerate_hotkey(seed="0x" + "22" * 32, use_password=False, overwrite=True, suppress=True)
+    return w
+
+
+@pytest.fixture
+def fake() -> FakeSubstrate:
+    return FakeSubstrate(block=5000)
+
+
+@pytest.fixture
+def subtensor(fake: FakeSubstrate) -> Iterator[bt.Subtensor]:
+    sub = bt.Subtensor("test", substrate=fake)
+    yield sub
+    sub.close()
+
+
+def make_chain(subtensor: bt.Subtensor, wallet: bt.Wallet | None = None, **kwargs: float) -> BittensorChain:
+    settings: dict[str, float] = {"timeout_s": 5.0, "attempts": 1, "wait_s": 0.01}
+    settings.update(kwargs)
+    return BittensorChain(
+        subtensor,
+        netuid=NETUID,
+        wallet=wallet,
+        timeout_s=settings["timeout_s"],
+        attempts=int(settings["attempts"]),
+        wait_s=settings["wait_s"],
+    )
+
+
+# Reads --------------------------------------------------------------------------------------------
+
+
+def test_current_block(fake: FakeSubstrate, subtensor: bt.Subtensor) -> None:
+    assert make_chain(subtensor).current_block() == 5000
+    fake.block = 5003
+    assert make_chain(subtensor).current_block() == 5003
+
+
+def test_block_hash_comes_from_the_block_header(fake: FakeSubstrate, subtensor: bt.Subtensor) -> None:
+    chain = make_chain(subtensor)
+    assert chain.block_hash(4990) == f"0x{4990:064x}"
+    assert chain.block_hash(4990) != chain.block_hash(4991)
+    assert ("get_block", (4990, None)) in fake.calls
+    with pytest.raises(ChainError, match="block 6000"):
+        chain.block_hash(6000)
+
+
+def test_metagraph_fields_come_from_the_runtime_api(fake: FakeSubstrate, subtensor: bt.Subtensor) -> None:
+    fake.set_metagraph(
+        NETUID,
+        [
+            FakeNeuron(MINER_A, stake=1500.25, validator_permit=True, incentive=0.0, consensus=0.75),
+            FakeNeuron(MINER_B, stake=0.0, incentive=0.6, consensus=0.1),
+            FakeNeuron(MINER_C, stake=2.5, incentive=0.4),
+        ],
+    )
+    graph = make_chain(subtensor).metagraph()
+
+    assert graph.block == 5000
+    assert graph.hotkeys == (MINER_A, MINER_B, MINER_C)
+    assert graph.uids.dtype == np.int64 and graph.uids.tolist() == [0, 1, 2]
+    assert graph.stake.dtype == np.float64
+    np.testing.assert_allclose(graph.stake, [1500.25, 0.0, 2.5])
+    assert graph.validator_permit.dtype == np.bool_
+    assert graph.validator_permit.tolist() == [True, False, False]
+    # PerU16 on chain: exact to 1/65535
+    np.testing.assert_allclose(graph.incentive, [0.0, 0.6, 0.4], atol=1 / 65535)
+    np.testing.assert_allclose(graph.consensus, [0.75, 0.1, 0.0], atol=1 / 65535)
+    assert graph.uid_of(MINER_C) == 2
+    # one runtime call for the graph, pinned to the block the SDK read first
+    runtime_calls = [args for name, args in fake.calls if name == "runtime_call"]
+    assert runtime_calls == [("SubnetInfoRuntimeApi", "get_metagraph", [NETUID], f"0x{5000:064x}")]
+
+
+def test_metagraph_of_a_missing_subnet_is_a_chain_error(fake: FakeSubstrate, subtensor: bt.Subtensor) -> None:
+    fake.set_metagraph(NETUID + 1, [FakeNeuron(MINER_A)])
+    with pytest.raises(ChainError, match=f"netuid {NETUID}"):
+        make_chain(subtensor).metagraph()
+
+
+def test_commitments_with_blocks(
+    fake: FakeSubstrate, subtensor: bt.Subtensor, caplog: pytest.LogCaptureFixture
+) -> None:
+    current = "alice:model-1:0123abcd:aGFzaA==:m2"
+    legacy = "bob:model-2:ffff0000:aGFzaA=="  # 4 fields, written before competitions
+    fake.add_commitment(NETUID, MINER_A, commitment_record(current, block=4990))
+    fake.add_commitment(NETUID, MINER_B, commitment_record(legacy, block=3000))
+    fake.add_commitment(NETUID, MINER_C, commitment_record(b"\xff\xfe\x80not utf-8", block=4000))
+    # a hash-only commitment has no text to read: left out without a warning
+    fake.add_commitment(
+        NETUID, MINER_D, {"block": 10, "deposit": 0, "info": {"fields": [{"Sha256": "0x" + "ab" * 32}]}}
+    )
+    fake.register(NETUID, MINER_A, 0)
+
+    with caplog.at_level(logging.WARNING, logger="model.storage.chain.bittensor_chain"):
+        commitments = make_chain(subtensor).commitments()
+
+    assert set(commitments) == {MINER_A, MINER_B}
+    assert commitments[MINER_A].data == current and commitments[MINER_A].block == 4990
+    assert commitments[MINER_B].data == legacy and commitments[MINER_B].block == 3000
+    assert commitments[MINER_B].hotkey == MINER_B
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and MINER_C in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "0x" + b"ns:name:c:h:m1".hex(),  # what the transport returns for a byte array
+        b"ns:name:c:h:m1",  # raw bytes
+        list(b"ns:name:c:h:m1"),  # a list of ints
+    ],
+)
+def test_commitment_bytes_in_any_shape_become_text(
+    fake: FakeSubstrate, subtensor: bt.Subtensor, payload: object
+) -> None:
+    record = {"block": 77, "deposit": 0, "info": {"fields": [{"Raw14": payload}]}}
+    fake.add_commitment(NETUID, MINER_A, record)
+    chain = make_chain(subtensor)
+    assert chain.commitments()[MINER_A].data == "ns:name:c:h:m1"
+    single = chain.commitment(MINER_A)
+    assert single is not None and (single.data, single.block) == ("ns:name:c:h:m1", 77)
+
+
+def test_single_commitment(
+    fake: FakeSubstrate, subtensor: bt.Subtensor, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.add_commitment(NETUID, MINER_A, commitment_record("a:b:c:d", block=123))
+    fake.add_commitment(NETUID, MINER_B, commitment_record(b"\xc3\x28", block=124))
+    chain = make_chain(subtensor)
+
+    got = chain.commitment(MINER_A)
+    assert got is not None and (got.hotkey, got.data, got.block) == (MINER_A, "a:b:c:d", 123)
+    assert ("query", ("Commitments", "CommitmentOf", [NETUID, MINER_A], None)) in fake.calls
+    assert chain.commitment(MINER_C) is None
+    with caplog.at_level(logging.WARNING):
+        assert chain.commitment(MINER_B) is None
+    assert any(MINER_B in r.getMessage() for r in caplog.records)
+
+
+# Writes -------------------------------------------------------------------------------------------
+
+
+def test_commit_is_signed_by_the_hotkey(
+    fake: FakeSubstrate, subtensor: bt.Subtensor, wallet: bt.Wallet
+) -> None:
+    make_chain(subtensor, wallet).commit("alice:model-1:0123abcd:aGFzaA==:m2")
+
+    assert len(fake.submissions) == 1
+    sent = fake.submissions[0]
+    raw = b"alice:model-1:0123abcd:aGFzaA==:m2"
+    assert (sent.call.module, sent.call.function) == ("Commitments", "set_commitment")
+    assert sent.call.params == {"netuid": NETUID, "info": {"fields": [{f"Raw{len(raw)}": raw}]}}
+    assert sent.signer_address == wallet.hotkey.ss58_address != wallet.coldkeypub.ss58_address
+    assert wallet.hotkey.verify(sent.payload, sent.signature)
+    assert not wallet.coldkey.verify(sent.payload, sent.signature)
+    assert sent.wait_for_inclusion and not sent.wait_for_finalization
+
+
+def test_commit_rejects_more_than_128_bytes_before_any_call(
+    fake: FakeSubstrate, subtensor: bt.Subtensor, wallet: bt.Wallet
+) -> None:
+    chain = make_chain(subtensor, wallet)
+    with pytest.raises(CommitmentError, match="129 bytes"):
+        chain.commit("x" * 129)
+    with pytest.raises(CommitmentError, match="130 bytes"):
+        chain.commit("é" * 65)  # 65 characters, 130 UTF-8 bytes
+    assert fake.calls == []
+
+    chain.commit("é" * 64)  # exactly 128 bytes
+    assert fake.submissions[0].call.params["info"] == {"fields": [{"Raw128": ("é" * 64).encode()}]}
+
+
+def test_failed_commit_extrinsic_raises_with_the_chain_message(
+    fake: FakeSubstrate, subtensor: bt.Subtensor, wallet: bt.Wallet
+) -> None:
+    fake.results.append(bt.ExtrinsicResult(success=False, message="SpaceLimitExceeded"))
+    with pytest.raises(CommitmentError, match="SpaceLimitExceeded") as info:
+        make_chain(subtensor, wallet).commit("a:b:c:d")
+    assert wallet.hotkey.ss58_address in str(info.value)
+
+
+def test_writes_without_a_wallet_are_config_errors(fake: FakeSubstrate, subtensor: bt.Subtensor) -> None:
+    chain = make_chain(subtensor)
+    with pytest.raises(ConfigError):
+        chain.commit("a:b:c:d")
+    with pytest.raises(ConfigError):
+        chain.set_weights([0], [1.0], version_key=1)
+    assert fake.calls == []
+
+
+def test_set_weights_sends_version_key_and_the_sdk_converted_weights(
+    fake: FakeSubstrate, subtensor: bt.Subtensor, wallet: bt.Wallet
+) -> None:
+    hotkey = wallet.hotkey.ss58_address
+    fake.register(NETUID, hotkey, 3)
+    fake.set_storage("SubtensorModule", "CommitRevealWeightsEnabled", [NETUID], False)
+    fake.set_storage("SubtensorModule", "MaxWeightsLimit", [NETUID], 65535)
+    fake.set_storage("SubtensorModule", "SubnetEpochConsensus", [NETUID], "Yuma")
+
+    make_chain(subtensor, wallet).set_weights(
+        np.array([0, 1, 2, 5]), np.array([0.2, 0.5, 0.3, 0.0]), version_key=4012
+    )
+
+    assert len(fake.submissions) == 1
+    sent = fake.submissions[0]
+    assert (sent.call.module, sent.call.function) == ("SubtensorModule", "set_mechanism_weights")
+    # max-upscaled to u16, zero weights dropped (bittensor.intents.weights.normalize)
+    assert sent.call.params == {
+        "netuid": NETUID,
+        "mecid": 0,
+        "dests": [0, 1, 2],
+        "weights": [26214, 65535, 39321],
+        "version_key": 4012,
+    }
+    assert sent.signer_address == hotkey and wallet.hotkey.verify(sent.payload, sent.signature)
+    assert sent.wait_for_inclusion and not sent.wait_for_finalization
+
+
+def test_set_weights_failures_are_chain_errors(
+    fake: FakeSubstrate, subtensor: bt.Subtensor, wallet: bt.Wallet
+) -> None:
+    hotkey = wallet.hotkey.ss58_address
+    chain = make_chain(subtensor, wallet)
+    # not registered: the SDK's preflight refuses before signing
+    with pytest.raises(ChainError, match="not registered") as info:
+        chain.set_weights([0], [1.0], version_key=1)
+    assert hotkey in str(info.value) and f"netuid {NETUID}" in str(info.value)
+    assert fake.submissions == []
+
+    fake.register(NETUID, hotkey, 0)
+    fake.results.append(bt.ExtrinsicResult(success=False, message="IncorrectWeightVersionKey"))
+    with pytest.raises(ChainError, match="IncorrectWeightVersionKey"):
+        chain.set_weights([0, 1], [0.5, 0.5], version_key=1)
+
+    with pytest.raises(ChainError, match="Duplicate UIDs"):
+        chain.set_weights([1, 1], [0.5, 0.5], version_key=1)
+    with pytest.raises(ChainError, match="2 uids but 1 weights"):
+        chain.set_weights([0, 1], [1.0], version_key=1)
+
+
+# Bounded waiting ----------------------------------------------------------------------------------
+
+
+def test_a_hanging_chain_becomes_a_chain_error_after_the_timeout(
+    fake: FakeSubstrate, subtensor: bt.Subtensor
+) -> None:
+    fake.set_metagraph(NETUID, [FakeNeuron(MINER_A)])
+    fake.hang("runtime_call")
+    chain = make_chain(subtensor, timeout_s=0.2, attempts=1)
+    started = time.monotonic()
+    with pytest.raises(ChainError, match=rf"metagraph of netuid {NETUID}: .*0\.2 s"):
+        chain.metagraph()
+    assert time.monotonic() - started < 2.0
+
+
+def test_connection_errors_are_retried(fake: FakeSubstrate, subtensor: bt.Subtensor) -> None:
+    fake.fail("block_number", ConnectionError("reset by peer"), ConnectionError("reset by peer"))
+    assert make_chain(subtensor, attempts=3).current_block() == 5000
+    assert fake.count("block_number") == 3
+
+
+def test_retries_are_bounded(fake: FakeSubstrate, subtensor: bt.Subtensor) -> None:
+    fake.fail("block_number", ConnectionError("reset by peer"), ConnectionError("reset by peer"))
+    with pytest.raises(ChainError, match="reset by peer") as info:
+        make_chain(subtensor, attempts=2).current_block()
+    assert isinstance(info.value.__cause__, ConnectionError)
+    assert fake.count("block_number") == 2
+
+
+def test_a_write_that_timed_out_is_not_sent_again(
+    fake: FakeSubstrate, subtensor: bt.Subtensor, wallet: bt.Wallet
+) -> None:
+    fake.hang("submit")
+    with pytest.raises(CommitmentError, match=r"0\.2 s"):
+        make_chain(subtensor, wallet, timeout_s=0.2, attempts=3).commit("a:b:c:d")
+    assert fake.count("submit") == 1
+
+
+# Construction -------------------------------------------------------------------------------------
+
+
+def test_connect_builds_a_cold_subtensor() -> None:
+    chain = BittensorChain.connect("test", netuid=NETUID)
+    assert chain.netuid == NETUID
+    with pytest.raises(ConfigError, match="nowhere"):
+        BittensorChain.connect("nowhere", netuid=NETUID)
+
+
+def test_bad_settings_are_config_errors(subtensor: bt.Subtensor) -> None:
+    with pytest.raises(ConfigError):
+        BittensorChain(subtensor, netuid=-1)
+    with pytest.raises(ConfigError):
+        BittensorChain(subtensor, netuid=NETUID, attempts=0)
