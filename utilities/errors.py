@@ -38,3 +38,18 @@ class UnsafePathError(FinetuneError):
 
 class ModelStoreError(FinetuneError):
     """The validator's on-disk model store cannot hold or find a model."""
+
+
+class DataSourceError(FinetuneError):
+    """A source of evaluation or training samples failed (unreachable, timed out, empty, malformed), so
+    the step that needed it is skipped rather than hung or run on a silently different mix."""
+
+
+class ModelRejectedError(FinetuneError):
+    """A miner's model fails a check (size, files, architecture, parameters, weights); ``reason`` is a
+    short machine-friendly code (e.g. ``"too_large"``) and the message says why, for logs and the
+    tracker."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
