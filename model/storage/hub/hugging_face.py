@@ -26,14 +26,13 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from model.storage.hub.protocol import RepoFile, RepoInfo
+from model.storage.hub.protocol import RepoFile, RepoInfo, split_repo_id
 from utilities.errors import HubError, RepoNotFoundError, UnsafePathError
 from utilities.files import check_contained
 from utilities.retry import CallTimeoutError, retry_call
 
 T = TypeVar("T")
 
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 # What the hub library raises; anything else is a bug and propagates unchanged.
 _LIBRARY_ERRORS = (httpx2.HTTPError, OSError, ValueError, RuntimeError, EntryNotFoundError)
@@ -82,8 +81,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _check_repo_id(repo_id: str) -> None:
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
-        raise HubError(f"invalid repository id {repo_id!r}: expected namespace/name")
+    split_repo_id(repo_id)
 
 
 def _check_commit(repo_id: str, commit: str) -> None:

@@ -16,19 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from model.storage.hub.protocol import RepoFile, RepoInfo
+from model.storage.hub.protocol import RepoFile, RepoInfo, split_repo_id
 from utilities.errors import HubError, RepoNotFoundError
 from utilities.files import atomic_write_json, check_contained, safe_join
 
 _SKIPPED_DIRS = {".git", ".cache"}
-
-
-def split_repo_id(repo_id: str) -> tuple[str, str]:
-    """``namespace/name`` -> (namespace, name); both plain names (no path tricks)."""
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts) or any(p in {".", ".."} or "\\" in p for p in parts):
-        raise HubError(f"repository id must be 'namespace/name', got {repo_id!r}")
-    return parts[0], parts[1]
 
 
 class LocalHub:

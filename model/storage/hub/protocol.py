@@ -6,6 +6,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from model.data import ModelId
+from utilities.errors import HubError
+
+
+def split_repo_id(repo_id: str) -> tuple[str, str]:
+    """``namespace/name`` -> (namespace, name), each a plain Hugging Face name (the rules of
+    :class:`~model.data.ModelId`: no path tricks); raises :class:`HubError` otherwise."""
+    parts = repo_id.split("/") if isinstance(repo_id, str) else []
+    if len(parts) != 2:
+        raise HubError(f"invalid repository id {repo_id!r}: expected 'namespace/name'")
+    try:
+        ModelId(namespace=parts[0], name=parts[1])
+    except ValueError as exc:
+        raise HubError(f"invalid repository id {repo_id!r}: {exc}") from exc
+    return parts[0], parts[1]
+
 
 @dataclass(frozen=True)
 class RepoFile:

@@ -1,0 +1,1 @@
+"""Fine-tuning subnet: evaluation of miners' fine-tuned causal language models."""
