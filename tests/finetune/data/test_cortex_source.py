@@ -1,0 +1,238 @@
+"""CortexSource against a fake ``wandb.Api`` whose runs return rows shaped like Cortex.t's history."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from finetune.data.cortex import CortexSource
+from utilities.errors import DataSourceError
+
+RELEASE = threading.Event()  # set at teardown so that parked "hanging" threads finish
+
+
+@pytest.fixture(autouse=True)
+def _release_hanging_calls() -> Iterator[None]:
+    RELEASE.clear()
+    yield
+    RELEASE.set()
+
+
+def row(step: int, samples: dict[int, tuple[Any, Any]]) -> dict[str, Any]:
+    """A history row as wandb returns it: flattened ``prompts.<uid>``/``responses.<uid>`` and extras."""
+    result: dict[str, Any] = {"_step": step, "_runtime": 100.0 + step, "_timestamp": 1.7e9 + step}
+    for uid, (prompt, response) in samples.items():
+        result[f"prompts.{uid}"] = prompt
+        result[f"responses.{uid}"] = response
+        result[f"scores.{uid}"] = 0.9
+    return result
+
+
+class FakeRun:
+    def __init__(
+        self,
+        run_id: str,
+        created_at: str,
+        rows: list[dict[str, Any]],
+        *,
+        run_type: str = "validator",
+        fail: bool = False,
+        hang: bool = False,
+    ) -> None:
+        self.id = run_id
+        self.created_at = created_at
+        self.config = {"type": run_type}
+        self._rows = rows
+        self._fail = fail
+        self._hang = hang
+        self.scans: list[dict[str, Any]] = []
+
+    @property
+    def lastHistoryStep(self) -> int:
+        return max((r["_step"] for r in self._rows), default=-1)
+
+    def scan_history(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        self.scans.append(kwargs)
+        if self._hang:
+            RELEASE.wait(30)
+        if self._fail:
+            raise RuntimeError(f"HTTP 500 reading history of {self.id}")
+        lo, hi = kwargs["min_step"], kwargs["max_step"]
+        return iter([r for r in self._rows if lo <= r["_step"] < hi])
+
+
+class FakeApi:
+    def __init__(self, runs: list[FakeRun], *, hang: bool = False, errors: list[BaseException] | None = None):
+        self._runs = runs
+        self._hang = hang
+        self._errors = list(errors or [])
+        self.runs_calls: list[tuple[str, dict[str, Any]]] = []
+        self.factory_calls: list[dict[str, Any]] = []
+
+    def factory(self, **kwargs: Any) -> FakeApi:
+        self.factory_calls.append(kwargs)
+        return self
+
+    def runs(self, path: str, **kwargs: Any) -> Iterator[FakeRun]:
+        self.runs_calls.append((path, kwargs))
+        if self._hang:
+            RELEASE.wait(30)
+        if self._errors:
+            raise self._errors.pop(0)
+        wanted = kwargs["filters"]["config.type"]
+        runs = [r for r in self._runs if r.config["type"] == wanted]
+        runs.sort(key=lambda r: r.created_at, reverse=kwargs["order"].startswith("-"))
+        return iter(runs)
+
+
+def make_runs() -> list[FakeRun]:
+    old = FakeRun("old", "2024-05-01T00:00:00", [row(3, {1: ("old q", "old a")})])
+    new = FakeRun(
+        "new",
+        "2024-05-03T00:00:00",
+        [
+            row(8, {5: ("new q8", "new a8")}),
+            row(9, {12: ("new q9 uid12", "new a9 uid12"), 200: ("new q9 uid200", "new a9 uid200")}),
+        ],
+    )
+    mid = FakeRun("mid", "2024-05-02T00:00:00", [row(0, {3: ("mid q", "mid a")})])
+    miner = FakeRun("miner", "2024-05-04T00:00:00", [row(0, {0: ("miner q", "miner a")})], run_type="miner")
+    return [old, new, miner, mid]  # not in date order: the server's order must be asked for
+
+
+def source(api: FakeApi, **options: Any) -> CortexSource:
+    defaults: dict[str, Any] = {
+        "api_factory": api.factory,
+        "timeout_s": 2.0,
+        "attempts": 2,
+        "retry_wait_s": 0.01,
+    }
+    return CortexSource(**(defaults | options))
+
+
+def test_latest_validator_runs_newest_first() -> None:
+    api = FakeApi(make_runs())
+    samples = source(api, latest_runs=2, history_steps=2).sample(100, seed=1)
+    assert samples == [
+        ("new q9 uid12", "new a9 uid12"),
+        ("new q9 uid200", "new a9 uid200"),
+        ("new q8", "new a8"),
+        ("mid q", "mid a"),
+    ]
+    path, kwargs = api.runs_calls[0]
+    assert path == "cortex-t/multi-modality"
+    assert kwargs["filters"] == {"config.type": "validator"} and kwargs["order"] == "-created_at"
+
+
+def test_only_the_last_history_steps_are_scanned() -> None:
+    runs = make_runs()
+    samples = source(FakeApi(runs), latest_runs=1, history_steps=1).sample(100, seed=1)
+    assert samples == [("new q9 uid12", "new a9 uid12"), ("new q9 uid200", "new a9 uid200")]
+    assert runs[1].scans == [{"min_step": 9, "max_step": 10, "page_size": 1, "use_cache": False}]
+
+
+def test_api_gets_a_timeout_and_the_base_url() -> None:
+    api = FakeApi(make_runs())
+    source(api, timeout_s=7.5, base_url="http://wandb.internal:8080").sample(1, seed=0)
+    assert api.factory_calls == [{"timeout": 8, "overrides": {"base_url": "http://wandb.internal:8080"}}]
+
+
+def test_empty_unwanted_and_duplicate_samples_are_dropped() -> None:
+    rows = [
+        row(
+            0,
+            {
+                0: ("", "answer"),
+                1: ("question", "  "),
+                2: ("question", None),
+                3: ("tell me", "As an AI language model, I cannot."),
+                4: ("  first  ", " kept "),
+                5: ("other prompt", "kept"),  # same response as uid 4
+                6: ("second", "also kept"),
+            },
+        )
+    ]
+    api = FakeApi([FakeRun("r", "2024-01-01", rows)])
+    assert source(api).sample(10, seed=0) == [("first", "kept"), ("second", "also kept")]
+
+
+def test_subsample_is_determined_by_the_seed_and_keeps_pool_order() -> None:
+    rows = [row(0, {uid: (f"q{uid}", f"a{uid}") for uid in range(100)})]
+    api = FakeApi([FakeRun("r", "2024-01-01", rows)])
+    cortex = source(api)
+    first, again, other = cortex.sample(10, seed=3), cortex.sample(10, seed=3), cortex.sample(10, seed=4)
+    assert first == again and first != other and len(first) == 10
+    assert first == sorted(first, key=lambda s: int(s[0][1:]))
+
+
+def test_a_failing_run_is_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    runs = make_runs()
+    runs[1] = FakeRun("new", "2024-05-03T00:00:00", [row(1, {1: ("x", "y")})], fail=True)
+    with caplog.at_level(logging.WARNING, logger="finetune.data.cortex"):
+        samples = source(FakeApi(runs), latest_runs=3).sample(100, seed=0)
+    assert samples == [("mid q", "mid a"), ("old q", "old a")]
+    assert "skipping run new" in caplog.text
+
+
+def test_all_runs_failing_is_a_data_source_error() -> None:
+    runs = [FakeRun(f"r{i}", f"2024-01-0{i + 1}", [row(0, {0: ("q", "a")})], fail=True) for i in range(3)]
+    with pytest.raises(DataSourceError, match="no run history"):
+        source(FakeApi(runs)).sample(10, seed=0)
+
+
+def test_no_runs_or_no_usable_sample_is_a_data_source_error() -> None:
+    with pytest.raises(DataSourceError, match="no validator runs"):
+        source(FakeApi([])).sample(10, seed=0)
+    unusable = [FakeRun("r", "2024-01-01", [row(0, {0: ("q", "I'm sorry, but no.")})])]
+    with pytest.raises(DataSourceError, match="no usable sample"):
+        source(FakeApi(unusable)).sample(10, seed=0)
+
+
+def test_a_transient_error_is_retried() -> None:
+    api = FakeApi(make_runs(), errors=[ConnectionError("reset by peer")])
+    assert source(api, latest_runs=1, attempts=2).sample(1, seed=0)
+    assert len(api.runs_calls) == 2
+
+
+def test_a_non_transient_error_is_not_retried() -> None:
+    api = FakeApi(make_runs(), errors=[ValueError("bad filter")])
+    with pytest.raises(DataSourceError, match="bad filter"):
+        source(api, attempts=3).sample(1, seed=0)
+    assert len(api.runs_calls) == 1
+
+
+def test_a_hanging_api_call_fails_within_the_timeout_bound() -> None:
+    api = FakeApi(make_runs(), hang=True)
+    start = time.monotonic()
+    with pytest.raises(DataSourceError, match="did not finish"):
+        source(api, timeout_s=0.2, attempts=2).sample(10, seed=0)
+    elapsed = time.monotonic() - start
+    assert len(api.runs_calls) == 2
+    assert elapsed < 2 * 0.2 + 1.0
+
+
+def test_a_hanging_run_is_skipped_and_the_deadline_holds() -> None:
+    runs = make_runs()
+    runs[1] = FakeRun("new", "2024-05-03T00:00:00", [row(1, {1: ("x", "y")})], hang=True)
+    start = time.monotonic()
+    samples = source(FakeApi(runs), latest_runs=3, timeout_s=0.2, attempts=1, deadline_s=5).sample(9, seed=0)
+    assert samples == [("mid q", "mid a"), ("old q", "old a")]
+    assert time.monotonic() - start < 1.5
+
+
+def test_a_spent_deadline_stops_reading_runs() -> None:
+    runs = [
+        FakeRun(f"r{i}", f"2024-01-0{9 - i}", [row(0, {0: (f"q{i}", f"a{i}")})], hang=(i > 0))
+        for i in range(4)
+    ]
+    start = time.monotonic()
+    samples = source(FakeApi(runs), latest_runs=4, timeout_s=0.3, attempts=1, deadline_s=0.5).sample(
+        9, seed=0
+    )
+    assert samples == [("q0", "a0")]
+    assert time.monotonic() - start < 1.5

@@ -1,0 +1,39 @@
+"""``make_source``: the neurons' ``--data`` flag to a source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune.data import (
+    CortexSource,
+    DatasetSource,
+    SampleSource,
+    SyntheticSource,
+    make_source,
+)
+from utilities.errors import ConfigError
+
+
+def test_each_kind_builds_its_source_with_the_options(tmp_path: Path) -> None:
+    synthetic = make_source("synthetic", split="heldout")
+    assert isinstance(synthetic, SyntheticSource) and synthetic.split == "heldout"
+    dataset = make_source("Dataset", path_or_name=tmp_path / "d.jsonl", prompt_column="q")
+    assert isinstance(dataset, DatasetSource) and dataset.prompt_column == "q"
+    cortex = make_source("cortex", latest_runs=3, base_url="http://wandb.local")
+    assert (
+        isinstance(cortex, CortexSource)
+        and cortex.latest_runs == 3
+        and cortex.base_url == "http://wandb.local"
+    )
+    assert all(isinstance(s, SampleSource) for s in (synthetic, dataset, cortex))
+
+
+def test_unknown_kind_or_option_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown data source"):
+        make_source("pile")
+    with pytest.raises(ConfigError, match="invalid options"):
+        make_source("synthetic", colour="blue")
+    with pytest.raises(ConfigError, match="invalid options"):
+        make_source("synthetic", split="test")
