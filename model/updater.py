@@ -1,0 +1,336 @@
+"""The model updater: turns each hotkey's chain commitment into a verified model folder on disk.
+
+One hotkey (:meth:`ModelUpdater.sync`): parse the commitment; skip it if the tracker holds a final
+verdict for exactly this model and block; check fields, competition and age; let the checker refuse the
+repository from its metadata *before* any download; download into a fresh temporary folder inside the
+store root; verify the directory hash (plain or hotkey-salted) and the files; only then move the folder
+into place, so a partial or unverified download is never seen at a model's path. Every outcome goes to
+the :class:`~model.tracker.ModelTracker` and the log. Safety checks live above this package
+(``finetune.checks``) and arrive through the :class:`Checker` protocol.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, TypeVar
+
+from constants.competitions import MAINNET_SCHEDULE, Competition, ScheduleEntry, competition_at
+from model.data import ModelId, ModelMetadata
+from model.hashing import hash_directory, hash_with_hotkey
+from model.storage.chain.protocol import Chain, Commitment
+from model.storage.disk.model_store import DiskModelStore
+from model.storage.hub.protocol import Hub, RepoInfo
+from model.tracker import FINAL_STATUSES, ModelRecord, ModelTracker, Status
+from utilities.errors import (
+    FinetuneError,
+    HubError,
+    ModelRejectedError,
+    ModelStoreError,
+    RepoNotFoundError,
+    UnsafePathError,
+)
+from utilities.files import check_contained
+from utilities.retry import CallTimeoutError, call_with_timeout
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TEMP_PREFIX = ".download-"
+"""Temporary download folders: inside the store root, never a valid hotkey name (leading dot)."""
+
+Outcome = Status | Literal["no_commitment", "unchanged", "backoff", "deferred"]
+
+
+class Checker(Protocol):
+    """Model safety checks (implemented by ``finetune.checks.ModelChecker``); both raise
+    :class:`~utilities.errors.ModelRejectedError` with a reason code."""
+
+    def check_repo(self, info: RepoInfo, competition: Competition) -> None:
+        """Refuse a repository from its metadata alone (sizes, file names), before downloading."""
+        ...
+
+    def check_folder(self, path: Path, competition: Competition) -> int:
+        """Refuse a downloaded model folder; returns the model's parameter count."""
+        ...
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one :meth:`ModelUpdater.sync` did for one hotkey."""
+
+    hotkey: str
+    outcome: Outcome
+    reason: str = ""
+    message: str = ""
+    model_id: ModelId | None = None
+    fetched: bool = False
+    """Whether the hub was contacted (counts against the download budget of ``sync_all``)."""
+
+
+class _Verdict(Exception):
+    """Ends a sync with a tracker status (internal control flow)."""
+
+    def __init__(self, status: Status, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status: Status = status
+        self.reason = reason
+        self.message = message
+
+
+def _as_verdict(exc: BaseException) -> _Verdict:
+    """The tracker status and reason for an error raised while fetching or checking a model."""
+    if isinstance(exc, _Verdict):
+        return exc
+    status: Status = "failed"
+    reason = "error"
+    if isinstance(exc, RepoNotFoundError):
+        status, reason = "rejected", "not_found"
+    elif isinstance(exc, ModelRejectedError):
+        status, reason = "rejected", exc.reason
+    elif isinstance(exc, UnsafePathError):
+        status, reason = "rejected", "unsafe_path"
+    elif isinstance(exc, HubError | CallTimeoutError):
+        reason = "hub"
+    elif isinstance(exc, ModelStoreError):
+        status, reason = "rejected", "store"  # no folder can be made for this hotkey and model
+    elif isinstance(exc, OSError):
+        reason = "disk"
+    return _Verdict(status, reason, str(exc))
+
+
+class ModelUpdater:
+    """Downloads, verifies and checks miners' models into a :class:`DiskModelStore`."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        hub: Hub,
+        store: DiskModelStore,
+        tracker: ModelTracker,
+        checker: Checker,
+        *,
+        schedule: Sequence[ScheduleEntry] = MAINNET_SCHEDULE,
+        min_age_blocks: int = 10,
+        attempts: int = 2,
+        download_timeout_s: float = 3600.0,
+        info_timeout_s: float = 120.0,
+        retry_wait_s: float = 5.0,
+        backoff_s: float = 60.0,
+        max_backoff_s: float = 3600.0,
+        max_downloads: int = 8,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if min_age_blocks < 0 or attempts < 1 or max_downloads < 1:
+            raise ValueError("need min_age_blocks >= 0, attempts >= 1 and max_downloads >= 1")
+        if download_timeout_s <= 0 or info_timeout_s <= 0 or retry_wait_s < 0 or backoff_s < 0:
+            raise ValueError("timeouts must be > 0 and waits >= 0")
+        self._chain, self._hub, self._store = chain, hub, store
+        self._tracker, self._checker, self._schedule = tracker, checker, tuple(schedule)
+        self._min_age_blocks, self._attempts, self._max_downloads = min_age_blocks, attempts, max_downloads
+        self._download_timeout_s, self._info_timeout_s = download_timeout_s, info_timeout_s
+        self._retry_wait_s, self._backoff_s = retry_wait_s, backoff_s
+        self._max_backoff_s = max(backoff_s, max_backoff_s)
+        self._clock, self._sleep = clock, sleep
+        for stale in self._store.root.glob(f"{TEMP_PREFIX}*"):  # left by a crash: never complete
+            logger.info("removing stale partial download %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def sync_all(self, current_block: int) -> list[SyncResult]:
+        """Sync every registered hotkey (earliest commitments first, at most ``max_downloads`` hub
+        fetches) and forget hotkeys no longer registered. A chain failure raises ``ChainError``."""
+        metagraph = self._chain.metagraph()
+        commitments = self._chain.commitments()
+        registered = set(metagraph.hotkeys)
+        for hotkey in self._tracker.hotkeys():
+            if hotkey not in registered and self._tracker.forget(hotkey):
+                logger.info("hotkey %s is no longer registered: forgetting its model", hotkey)
+        order = sorted(
+            registered, key=lambda hk: (commitments[hk].block if hk in commitments else math.inf, hk)
+        )
+        results, fetches = [], 0
+        for hotkey in order:
+            try:
+                result = self._sync(
+                    hotkey, commitments.get(hotkey), current_block, fetches < self._max_downloads
+                )
+            except Exception as exc:  # one hotkey's failure must never stop the others
+                logger.exception("hotkey %s: sync failed unexpectedly: %s", hotkey, exc)
+                result = SyncResult(hotkey, "failed", "internal", f"{type(exc).__name__}: {exc}")
+            fetches += result.fetched
+            results.append(result)
+        return results
+
+    def sync(self, hotkey: str, commitment: Commitment | None, current_block: int) -> SyncResult:
+        """Bring the tracker and the store up to date with ``hotkey``'s ``commitment``; never raises
+        for anything a miner can cause."""
+        return self._sync(hotkey, commitment, current_block, True)
+
+    def _sync(
+        self, hotkey: str, commitment: Commitment | None, current_block: int, may_fetch: bool
+    ) -> SyncResult:
+        if commitment is None:
+            logger.debug("hotkey %s has no commitment", hotkey)
+            return SyncResult(hotkey, "no_commitment")
+        raw = (commitment.data, commitment.block)
+        previous = self._tracker.get(hotkey)
+        problem = ""
+        try:
+            metadata: ModelMetadata | None = ModelMetadata(
+                ModelId.from_compressed_str(commitment.data), commitment.block
+            )
+        except ValueError as exc:
+            metadata, problem = None, str(exc)
+        model_id = None if metadata is None else metadata.id
+        same = previous is not None and (
+            previous.metadata == metadata if metadata is not None else previous.commitment == raw
+        )
+        if previous is not None and same:
+            # an inactive competition is re-checked (no hub call): a schedule may start it later
+            if previous.status in FINAL_STATUSES and previous.reason != "competition":
+                logger.debug("hotkey %s: %s unchanged (%s)", hotkey, _describe(previous), previous.status)
+                return SyncResult(hotkey, "unchanged", previous.reason, previous.message, model_id)
+            if previous.status == "failed" and self._clock() < previous.retry_at:
+                wait = previous.retry_at - self._clock()
+                logger.info("hotkey %s: %s failed before; retry in %.0f s", hotkey, _describe(previous), wait)
+                return SyncResult(hotkey, "backoff", previous.reason, previous.message, model_id)
+        if metadata is None:
+            return self._finish(hotkey, raw, None, _Verdict("misconfigured", "parse", problem), previous)
+        try:
+            competition = self._precheck(metadata, current_block)
+        except _Verdict as verdict:
+            return self._finish(hotkey, raw, metadata, verdict, previous)
+        if not may_fetch:
+            logger.info("hotkey %s: %s deferred to a later sync (download budget)", hotkey, _model(metadata))
+            return SyncResult(hotkey, "deferred", "download_budget", "", model_id)
+        try:
+            model_hash, params = self._fetch(hotkey, metadata.id, competition)
+        except (_Verdict, FinetuneError, OSError) as exc:  # CallTimeoutError is an OSError
+            return self._finish(hotkey, raw, metadata, _as_verdict(exc), previous, fetched=True)
+        self._tracker.put(ModelRecord(hotkey, "ok", raw, metadata, "", "verified", model_hash, params))
+        logger.info("hotkey %s: %s downloaded and verified (%d parameters)", hotkey, _model(metadata), params)
+        return SyncResult(hotkey, "ok", "", "verified", metadata.id, fetched=True)
+
+    def _precheck(self, metadata: ModelMetadata, current_block: int) -> Competition:
+        """The checks that need no hub: fields present, competition active, commitment old enough."""
+        mid = metadata.id
+        if mid.commit is None:
+            raise _Verdict("misconfigured", "no_commit", f"{mid.repo_id} names no commit")
+        if mid.hash is None:
+            raise _Verdict("misconfigured", "no_hash", f"{mid.repo_id}@{mid.commit} names no hash")
+        competition = None
+        if mid.competition_id is not None:
+            competition = competition_at(mid.competition_id, current_block, schedule=self._schedule)
+        if competition is None:
+            problem = f"competition {mid.competition_id!r} is not active at block {current_block}"
+            raise _Verdict("rejected", "competition", problem)
+        age = current_block - metadata.block
+        if age < self._min_age_blocks:
+            problem = f"committed {age} block(s) ago, at least {self._min_age_blocks} needed"
+            raise _Verdict("waiting", "too_young", problem)
+        return competition
+
+    def _fetch(self, hotkey: str, mid: ModelId, competition: Competition) -> tuple[str, int]:
+        """Check the repository, download, verify and install; returns (plain hash, parameters)."""
+        commit = mid.commit or ""
+        final = self._store.model_dir(hotkey, mid)
+        what = f"{mid.repo_id}@{commit}"
+        read_info = functools.partial(self._hub.repo_info, mid.repo_id, commit=commit)
+        timed = functools.partial(call_with_timeout, read_info, timeout_s=self._info_timeout_s, what=what)
+        info = self._retrying(f"repo_info {what}", timed)
+        self._checker.check_repo(info, competition)
+        temp = self._retrying(f"download {what}", functools.partial(self._download_once, mid))
+        try:
+            check_contained(temp)
+            plain = hash_directory(temp)
+            if mid.hash not in (plain, hash_with_hotkey(plain, hotkey)):
+                problem = f"committed hash {mid.hash} is neither {plain} (what the hub serves) nor its salt"
+                raise _Verdict("rejected", "hash_mismatch", f"{problem} with hotkey {hotkey}")
+            params = self._checker.check_folder(temp, competition)
+            if final.exists():  # a leftover from before a restart: replace it with what was verified
+                shutil.rmtree(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(temp, final)  # same filesystem: the folder appears whole or not at all
+            os.utime(final)  # fresh mtime: the cleaner's grace period starts now
+        except OSError as exc:
+            raise _Verdict("failed", "disk", f"cannot verify or store {what}: {exc}") from exc
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+        return plain, params
+
+    def _download_once(self, mid: ModelId) -> Path:
+        temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self._store.root))
+        try:
+            call_with_timeout(
+                functools.partial(self._hub.download, mid.repo_id, commit=mid.commit or "", dest=temp),
+                timeout_s=self._download_timeout_s,
+                what=f"download {mid.repo_id}@{mid.commit}",
+            )
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return temp
+
+    def _retrying(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()`` with up to ``attempts`` tries on transient hub errors (never on not-found)."""
+        attempt = 1
+        while True:
+            try:
+                return fn()
+            except RepoNotFoundError:
+                raise
+            except (HubError, CallTimeoutError) as exc:
+                if attempt >= self._attempts:
+                    raise
+                logger.warning("%s failed (attempt %d/%d): %s", what, attempt, self._attempts, exc)
+                self._sleep(self._retry_wait_s * 2 ** (attempt - 1))
+                attempt += 1
+
+    def _finish(
+        self,
+        hotkey: str,
+        raw: tuple[str, int],
+        metadata: ModelMetadata | None,
+        verdict: _Verdict,
+        previous: ModelRecord | None,
+        *,
+        fetched: bool = False,
+    ) -> SyncResult:
+        """Record a non-ok verdict (with backoff for a failure) and log it."""
+        failures, retry_at = 0, 0.0
+        if verdict.status == "failed":
+            repeated = previous is not None and previous.metadata == metadata and previous.status == "failed"
+            failures = previous.failures + 1 if repeated and previous is not None else 1
+            retry_at = self._clock() + min(self._backoff_s * 2 ** (failures - 1), self._max_backoff_s)
+        status, reason, message = verdict.status, verdict.reason, verdict.message
+        record = ModelRecord(
+            hotkey, status, raw, metadata, reason, message, failures=failures, retry_at=retry_at
+        )
+        self._tracker.put(record)
+        level = logging.INFO if status == "waiting" else logging.WARNING
+        same = previous is not None and previous.metadata == metadata and previous.reason == reason
+        if same and previous is not None and previous.status == status != "failed":
+            level = logging.DEBUG  # the same verdict again (still waiting, still inactive): no log spam
+        logger.log(level, "hotkey %s: %s %s (%s): %s", hotkey, _describe(record), status, reason, message)
+        model_id = None if metadata is None else metadata.id
+        return SyncResult(hotkey, status, reason, message, model_id, fetched)
+
+
+def _model(metadata: ModelMetadata) -> str:
+    return f"model {metadata.id.repo_id}@{metadata.id.commit} (block {metadata.block})"
+
+
+def _describe(record: ModelRecord) -> str:
+    if record.metadata is not None:
+        return _model(record.metadata)
+    data = "?" if record.commitment is None else record.commitment[0]
+    return f"commitment {data[:140]!r}"

@@ -1,0 +1,407 @@
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from constants.competitions import LOCALNET_SCHEDULE, Competition, ScheduleEntry
+from model.data import ModelId
+from model.hashing import hash_directory, hash_with_hotkey
+from model.storage.chain.local_chain import LocalChain
+from model.storage.disk.model_store import DiskModelStore
+from model.storage.hub.local_hub import LocalHub
+from model.storage.hub.protocol import RepoInfo
+from model.tracker import ModelRecord, ModelTracker
+from model.updater import TEMP_PREFIX, ModelUpdater, SyncResult
+from utilities.errors import HubError, ModelRejectedError
+
+MIN_AGE = 5
+PARAMS = 1234
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeChecker:
+    """Stands in for finetune.checks.ModelChecker."""
+
+    def __init__(self) -> None:
+        self.repo_error: Exception | None = None
+        self.folder_error: Exception | None = None
+        self.repos: list[RepoInfo] = []
+        self.folders: list[Path] = []
+
+    def check_repo(self, info: RepoInfo, competition: Competition) -> None:
+        self.repos.append(info)
+        if self.repo_error is not None:
+            raise self.repo_error
+
+    def check_folder(self, path: Path, competition: Competition) -> int:
+        self.folders.append(path)
+        if not (path / "model.safetensors").is_file():
+            raise ModelRejectedError("missing_weights", f"{path} has no model.safetensors")
+        if self.folder_error is not None:
+            raise self.folder_error
+        return PARAMS
+
+
+class CountingHub:
+    """A LocalHub (as a validator sees it) that counts calls and can fail on demand."""
+
+    def __init__(self, inner: LocalHub) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+        self.failures: list[Exception] = []
+        self.delay_s = 0.0
+
+    def _call(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.failures:
+            raise self.failures.pop(0)
+
+    def create_repo(self, repo_id: str, *, private: bool = True) -> None:
+        self.inner.create_repo(repo_id, private=private)
+
+    def upload_folder(self, repo_id: str, folder: Path, *, message: str = "Upload model") -> str:
+        return self.inner.upload_folder(repo_id, folder, message=message)
+
+    def make_public(self, repo_id: str) -> None:
+        self.inner.make_public(repo_id)
+
+    def repo_info(self, repo_id: str, *, commit: str) -> RepoInfo:
+        self.calls["repo_info"] += 1
+        return self.inner.repo_info(repo_id, commit=commit)
+
+    def download(self, repo_id: str, *, commit: str, dest: Path) -> Path:
+        self._call("download")
+        return self.inner.download(repo_id, commit=commit, dest=dest)
+
+
+class Net:
+    """A local network: miners register, upload and commit; one validator syncs."""
+
+    def __init__(self, tmp_path: Path, checker: FakeChecker | None = None, **updater_options: object) -> None:
+        self.tmp = tmp_path
+        self.chain_clock = Clock()
+        self.clock = Clock()
+        self.chain = LocalChain(tmp_path / "chain.sqlite", clock=self.chain_clock)
+        self.hub = CountingHub(LocalHub(tmp_path / "hub"))
+        self.store = DiskModelStore(tmp_path / "store")
+        self.tracker = ModelTracker(clock=self.clock)
+        self.checker = checker or FakeChecker()
+        options: dict[str, object] = {
+            "schedule": LOCALNET_SCHEDULE,
+            "min_age_blocks": MIN_AGE,
+            "attempts": 2,
+            "retry_wait_s": 0.0,
+            "backoff_s": 60.0,
+            "clock": self.clock,
+            "sleep": lambda s: None,
+            **updater_options,
+        }
+        self.updater = ModelUpdater(
+            self.chain,
+            self.hub,
+            self.store,
+            self.tracker,
+            self.checker,
+            **options,  # type: ignore[arg-type]
+        )
+        self._uploads = 0
+
+    def upload(self, namespace: str, weights: bytes = b"w" * 64, *, public: bool = True) -> tuple[str, str]:
+        """Upload a model as a miner would; returns (commit, plain hash)."""
+        self._uploads += 1
+        folder = self.tmp / "src" / str(self._uploads)
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(weights)
+        (folder / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+        hub = LocalHub(self.tmp / "hub", user=namespace)
+        hub.create_repo(f"{namespace}/ft")
+        commit = hub.upload_folder(f"{namespace}/ft", folder)
+        if public:
+            hub.make_public(f"{namespace}/ft")
+        return commit, hash_directory(folder)
+
+    def commit(self, hotkey: str, data: str) -> None:
+        self.chain.register(hotkey)
+        LocalChain(self.tmp / "chain.sqlite", hotkey=hotkey, clock=self.chain_clock).commit(data)
+
+    def publish(
+        self, hotkey: str, namespace: str, *, salted: bool = False, competition: str = "local", **kw: object
+    ) -> ModelId:
+        commit, plain = self.upload(namespace, **kw)  # type: ignore[arg-type]
+        model_hash = hash_with_hotkey(plain, hotkey) if salted else plain
+        model_id = ModelId(namespace, "ft", commit, model_hash, competition)
+        self.commit(hotkey, model_id.to_compressed_str())
+        return model_id
+
+    def sync(self, hotkey: str) -> SyncResult:
+        return self.updater.sync(hotkey, self.chain.commitment(hotkey), self.chain.current_block())
+
+    def leftovers(self) -> list[Path]:
+        return list(self.store.root.glob(f"{TEMP_PREFIX}*"))
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Net:
+    return Net(tmp_path)
+
+
+def test_good_models_plain_and_salted_hash(net: Net) -> None:
+    plain_id = net.publish("hk-a", "alice")
+    salted_id = net.publish("hk-b", "bob", salted=True, weights=b"v" * 80)
+    net.chain.advance(MIN_AGE)
+    for hotkey, model_id in (("hk-a", plain_id), ("hk-b", salted_id)):
+        result = net.sync(hotkey)
+        assert (result.outcome, result.model_id, result.fetched) == ("ok", model_id, True)
+        record = net.tracker.get(hotkey)
+        assert record is not None and record.status == "ok" and record.params == PARAMS
+        folder = net.store.check(hotkey, model_id)
+        assert record.model_hash == hash_directory(folder)
+        assert (folder / "model.safetensors").is_file()
+    assert net.tracker.get("hk-b").model_hash != salted_id.hash  # type: ignore[union-attr]
+    assert set(net.tracker.models_for("local")) == {"hk-a", "hk-b"}
+    assert net.leftovers() == []
+
+
+def test_unchanged_commitment_is_not_downloaded_again(net: Net) -> None:
+    net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE)
+    assert net.sync("hk-a").outcome == "ok"
+    assert net.sync("hk-a").outcome == "unchanged"
+    assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["unchanged"]
+    assert net.hub.calls == Counter({"repo_info": 1, "download": 1})
+
+
+def test_new_commitment_replaces_the_model(net: Net) -> None:
+    first = net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE)
+    assert net.sync("hk-a").outcome == "ok"
+    net.tracker.record_evaluation("hk-a", {"step": 1, "weight": 0.5})
+    second = net.publish("hk-a", "alice", weights=b"new" * 30)
+    assert net.sync("hk-a").outcome == "waiting"
+    net.chain.advance(MIN_AGE)
+    assert net.sync("hk-a").outcome == "ok"
+    record = net.tracker.get("hk-a")
+    assert record is not None and record.metadata is not None
+    assert record.metadata.id == second != first and record.evaluations == ()
+    assert net.tracker.referenced() == {"hk-a": second}
+
+
+def test_malformed_commitments_are_misconfigured(net: Net, caplog: pytest.LogCaptureFixture) -> None:
+    net.commit("hk-a", "not a commitment")
+    net.commit("hk-b", "alice:ft:None:abc:local")
+    net.commit("hk-c", "alice:ft:abc123:None:local")
+    net.chain.advance(MIN_AGE)
+    with caplog.at_level(logging.INFO, logger="model.updater"):
+        results = {h: net.sync(h) for h in ("hk-a", "hk-b", "hk-c")}
+    assert {h: (r.outcome, r.reason) for h, r in results.items()} == {
+        "hk-a": ("misconfigured", "parse"),
+        "hk-b": ("misconfigured", "no_commit"),
+        "hk-c": ("misconfigured", "no_hash"),
+    }
+    assert "hk-a" in caplog.text and "parse" in caplog.text and "not a commitment" in caplog.text
+    record = net.tracker.get("hk-a")
+    assert record is not None and record.metadata is None and "fields" in record.message
+    assert net.sync("hk-a").outcome == "unchanged"
+    assert net.hub.calls == Counter()
+    net.commit("hk-a", "still:not:valid")  # a new (still bad) commitment is looked at again
+    assert net.sync("hk-a").outcome == "misconfigured"
+
+
+def test_unknown_competition_is_rejected(net: Net) -> None:
+    net.publish("hk-a", "alice", competition="nope")
+    net.chain.advance(MIN_AGE)
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason) == ("rejected", "competition")
+    assert net.hub.calls == Counter()
+
+
+def test_competition_that_starts_later_is_rechecked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    local = LOCALNET_SCHEDULE[0].competitions[0]
+    later = ScheduleEntry(
+        50,
+        (
+            dataclasses.replace(local, reward_share=0.5),
+            dataclasses.replace(local, id="later", reward_share=0.5),
+        ),
+    )
+    net = Net(tmp_path, schedule=(*LOCALNET_SCHEDULE, later))
+    net.publish("hk-a", "alice", competition="later")
+    net.chain.advance(MIN_AGE)
+    with caplog.at_level(logging.DEBUG, logger="model.updater"):
+        assert net.sync("hk-a").outcome == "rejected"
+        assert net.sync("hk-a").outcome == "rejected"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        len(warnings) == 1
+        and "hk-a" in warnings[0].getMessage()
+        and "competition" in warnings[0].getMessage()
+    )
+    assert net.hub.calls == Counter()
+    net.chain.advance(50)
+    assert net.sync("hk-a").outcome == "ok"
+    assert set(net.tracker.models_for("later")) == {"hk-a"}
+
+
+def test_too_young_waits_then_downloads(net: Net) -> None:
+    net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE - 1)
+    assert (net.sync("hk-a").outcome, net.tracker.get("hk-a").status) == ("waiting", "waiting")  # type: ignore[union-attr]
+    assert net.hub.calls == Counter()
+    assert net.tracker.models_for("local") == {}
+    net.chain.advance(1)
+    assert net.sync("hk-a").outcome == "ok"
+
+
+def test_private_repo_is_not_found(net: Net) -> None:
+    net.publish("hk-a", "alice", public=False)
+    net.chain.advance(MIN_AGE)
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason) == ("rejected", "not_found")
+    assert net.hub.calls["download"] == 0 and net.store.hotkeys() == []
+
+
+def test_hash_mismatch_is_rejected_and_nothing_is_kept(net: Net) -> None:
+    commit, _ = net.upload("alice")
+    _, other_hash = net.upload("bob", weights=b"something else")
+    net.commit("hk-a", ModelId("alice", "ft", commit, other_hash, "local").to_compressed_str())
+    net.chain.advance(MIN_AGE)
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason) == ("rejected", "hash_mismatch")
+    assert net.store.hotkeys() == [] and net.leftovers() == []
+    assert net.checker.folders == []
+    assert net.sync("hk-a").outcome == "unchanged"
+
+
+def test_checker_rejection_before_download(net: Net) -> None:
+    net.checker.repo_error = ModelRejectedError("too_large", "repository is over the limit")
+    net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE)
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason) == ("rejected", "too_large")
+    assert net.hub.calls["download"] == 0 and len(net.checker.repos) == 1
+    assert net.store.hotkeys() == [] and net.leftovers() == []
+
+
+def test_checker_rejection_of_the_folder_deletes_it(net: Net) -> None:
+    net.checker.folder_error = ModelRejectedError("too_many_params", "model is too big")
+    model_id = net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE)
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason, result.message) == (
+        "rejected",
+        "too_many_params",
+        "model is too big",
+    )
+    assert len(net.checker.folders) == 1 and not net.checker.folders[0].exists()
+    assert not net.store.model_dir("hk-a", model_id).exists() and net.leftovers() == []
+
+
+def test_hub_failure_is_retried_with_backoff(net: Net) -> None:
+    net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE)
+    net.hub.failures = [HubError("hub is down")] * 2
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason) == ("failed", "hub")
+    assert net.hub.calls["download"] == 2  # attempts=2, each into a fresh temporary folder
+    assert net.leftovers() == [] and net.tracker.models_for("local") == {}
+    assert net.sync("hk-a").outcome == "backoff"
+    assert net.hub.calls["download"] == 2
+    net.clock.now += 61
+    net.hub.failures = [HubError("still down")] * 2
+    assert net.sync("hk-a").outcome == "failed"
+    record = net.tracker.get("hk-a")
+    assert record is not None and record.failures == 2 and record.retry_at == net.clock.now + 120
+    net.clock.now += 121
+    assert net.sync("hk-a").outcome == "ok"
+    assert net.tracker.get("hk-a").failures == 0  # type: ignore[union-attr]
+
+
+def test_download_timeout_is_a_transient_failure(tmp_path: Path) -> None:
+    net = Net(tmp_path, attempts=1, download_timeout_s=0.05)
+    net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE)
+    net.hub.delay_s = 0.3
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason) == ("failed", "hub") and "did not finish" in result.message
+    assert not net.store.model_dir("hk-a", net.tracker.get("hk-a").metadata.id).exists()  # type: ignore[union-attr]
+
+
+def test_copier_with_plain_hash_is_a_separate_model(net: Net) -> None:
+    original = net.publish("hk-orig", "alice")
+    net.commit("hk-copy", original.to_compressed_str())
+    net.chain.advance(MIN_AGE)
+    assert net.sync("hk-orig").outcome == "ok" and net.sync("hk-copy").outcome == "ok"
+    orig, copy = net.tracker.get("hk-orig"), net.tracker.get("hk-copy")
+    assert orig is not None and copy is not None and orig.model_hash == copy.model_hash
+    assert net.store.check("hk-copy", original).is_dir()  # the validator dedupes by hash later
+
+
+def test_copier_of_a_salted_hash_is_rejected(net: Net) -> None:
+    original = net.publish("hk-orig", "alice", salted=True)
+    net.commit("hk-copy", original.to_compressed_str())
+    net.chain.advance(MIN_AGE)
+    assert net.sync("hk-orig").outcome == "ok"
+    result = net.sync("hk-copy")
+    assert (result.outcome, result.reason) == ("rejected", "hash_mismatch")
+    assert net.store.hotkeys() == ["hk-orig"]
+
+
+class CrashingChecker(FakeChecker):
+    def check_repo(self, info: RepoInfo, competition: Competition) -> None:
+        if info.repo_id.startswith("crash/"):
+            raise RuntimeError("bug in a check")
+        super().check_repo(info, competition)
+
+
+def test_sync_all_isolates_failures_bounds_downloads_and_forgets(tmp_path: Path) -> None:
+    # one hotkey's unexpected error must not stop the others
+    net = Net(tmp_path, CrashingChecker(), max_downloads=1)
+    net.tracker.put(ModelRecord("hk-gone", "rejected", reason="hash_mismatch"))
+    net.publish("hk-1", "crash")
+    net.commit("hk-2", "garbage")
+    net.publish("hk-3", "carol")
+    net.publish("hk-4", "dave")
+    net.chain.register("hk-5")  # registered, never committed
+    net.chain.advance(MIN_AGE)
+    block = net.chain.current_block()
+    first = {r.hotkey: r.outcome for r in net.updater.sync_all(block)}
+    assert first == {
+        "hk-1": "failed",
+        "hk-2": "misconfigured",
+        "hk-3": "ok",
+        "hk-4": "deferred",
+        "hk-5": "no_commitment",
+    }
+    assert net.tracker.get("hk-gone") is None
+    second = {r.hotkey: r.outcome for r in net.updater.sync_all(block)}
+    assert second["hk-4"] == "ok" and second["hk-3"] == "unchanged"
+    assert set(net.tracker.models_for("local")) == {"hk-3", "hk-4"}
+
+
+def test_stale_partial_downloads_are_removed_at_start(tmp_path: Path) -> None:
+    stale = tmp_path / "store" / f"{TEMP_PREFIX}crashed"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "model.safetensors").write_bytes(b"partial")
+    net = Net(tmp_path)
+    assert not stale.exists() and net.store.hotkeys() == []
+
+
+def test_options_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        Net(tmp_path, attempts=0)
+    with pytest.raises(ValueError):
+        Net(tmp_path, download_timeout_s=0)
