@@ -59,20 +59,33 @@ def _resolve(dotted: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def _worker_main(conn: Connection, device: str, dtype: str, loader_path: str, token_budget: int) -> None:
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How a worker loads and scores models."""
+
+    device: str
+    dtype: str = "float32"
+    loader: str = DEFAULT_LOADER
+    token_budget: int = 8192
+    loader_kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """The worker process: answer ("eval", key, path, next_path) with ("result", key, losses)."""
     import torch
 
     from finetune.losses import compute_losses
 
-    loader = _resolve(loader_path)
-    torch_dtype = getattr(torch, dtype)
+    loader = _resolve(spec.loader)
+    loader_kwargs = dict(spec.loader_kwargs)
+    device, token_budget = spec.device, spec.token_budget
+    torch_dtype = getattr(torch, spec.dtype)
     samples: list[tuple[torch.Tensor, int]] = []
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
     prefetched: dict[str, Any] = {}
 
     def load(path: str) -> Any:
-        return loader(Path(path), device="cpu", dtype=torch_dtype)
+        return loader(Path(path), device="cpu", dtype=torch_dtype, **loader_kwargs)
 
     while True:
         message = conn.recv()
@@ -105,9 +118,9 @@ def _worker_main(conn: Connection, device: str, dtype: str, loader_path: str, to
 class _Worker:
     """The validator's handle on one worker process."""
 
-    def __init__(self, device: str, *, dtype: str, loader: str, token_budget: int) -> None:
-        self.device = device
-        self._args = (device, dtype, loader, token_budget)
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.device = spec.device
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self.restarts = 0
@@ -116,7 +129,7 @@ class _Worker:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         self._process = context.Process(
-            target=_worker_main, args=(child, *self._args), name=f"eval-{self.device}", daemon=True
+            target=_worker_main, args=(child, self.spec), name=f"eval-{self.device}", daemon=True
         )
         self._process.start()
         child.close()
@@ -166,7 +179,8 @@ class Evaluator:
 
     ``devices`` e.g. ``["cpu"]`` or ``["cuda:0", "cuda:1"]``: jobs are spread over the devices and the
     results do not depend on how. ``loader`` names the function loading a checked model folder
-    (``module:function``, resolved in the worker; tests inject misbehaving ones).
+    (``module:function``, resolved in the worker; tests inject misbehaving ones); ``loader_kwargs``
+    are passed to it (e.g. ``attn_implementation``).
     """
 
     def __init__(
@@ -178,12 +192,16 @@ class Evaluator:
         startup_timeout_s: float = 120.0,
         token_budget: int = 8192,
         loader: str = DEFAULT_LOADER,
+        loader_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if not devices:
             raise ValueError("the evaluator needs at least one device")
         self.timeout_s = timeout_s
         self.startup_timeout_s = startup_timeout_s
-        self._workers = [_Worker(d, dtype=dtype, loader=loader, token_budget=token_budget) for d in devices]
+        extra = tuple(sorted((loader_kwargs or {}).items()))
+        self._workers = [
+            _Worker(WorkerSpec(d, dtype, loader, token_budget, extra)) for d in devices
+        ]
         self._lock = threading.Lock()
 
     @property

@@ -1,8 +1,10 @@
 """The validator's scoring rules (design.md §4, steps 4-5), as small pure functions.
 
-Read :func:`score_step` top to bottom for the whole mechanism: deduplicate identical models, give each
-model its epsilon from the competition's policy, count pairwise wins per sample, turn win rates into
-weights with a softmax scaled by the competition's reward share. :func:`update_scores` folds a step's
+The per-sample losses these rules start from come from :func:`compute_losses` (contract, implemented
+in :mod:`finetune.losses`: batched, response positions only). Read :func:`score_step` top to bottom
+for the whole mechanism: deduplicate identical models, give each model its epsilon from the
+competition's policy, count pairwise wins per sample, turn win rates into weights with a softmax
+scaled by the competition's reward share. :func:`update_scores` folds a step's
 weights into the validator's moving average and :func:`normalize` is applied only when setting weights.
 
 Edge cases, decided once for every function here:
@@ -25,6 +27,21 @@ from numpy.typing import NDArray
 
 from constants import ALPHA, TEMPERATURE, TIMESTAMP_EPSILON
 from constants.competitions import Competition, EpsilonPolicy
+from finetune.losses import compute_losses
+
+__all__ = [
+    "StepResult",
+    "bootstrap_win_rate_ci",
+    "competition_weights",
+    "compute_losses",
+    "compute_wins",
+    "deduplicate",
+    "epsilon_for",
+    "normalize",
+    "score_step",
+    "update_scores",
+    "win_rate_weights",
+]
 
 Epsilon = float | Mapping[int, float]
 """One advantage for every model, or the advantage of each uid when it is the earlier model."""
