@@ -1,0 +1,1 @@
+"""The validator: its settings, persisted state, step loop, background threads and reports."""
