@@ -28,4 +28,5 @@ setup(
     package_data={"constants": ["local/*.json", "local/*.jinja"]},
     include_package_data=True,
     install_requires=REQUIREMENTS,
+    extras_require={"lora": ["peft>=0.21,<1"]},
 )
