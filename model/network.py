@@ -66,7 +66,7 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
         "--wallet.path",
         dest="wallet_path",
         default=None,
-        help=f"wallets folder (default: {DEFAULT_WALLET_PATH}, or DIR/wallets with --localnet)",
+        help=f"wallets folder ({DEFAULT_WALLET_PATH}, or DIR/wallets with --localnet)",
     )
     group.add_argument("--logging.debug", dest="logging_debug", action="store_true", help="debug logs")
     group.add_argument(

@@ -1,0 +1,127 @@
+"""The terminal report: one rich table per finished step.
+
+The cell formatting here (:func:`row_cells`, :data:`COLUMNS`, :func:`sorted_rows`) is shared with the
+HTML leaderboard so both show the same numbers the same way."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from finetune.validator.records import ModelRow, StepReport
+
+COLUMNS: tuple[str, ...] = (
+    "uid",
+    "hotkey",
+    "model",
+    "block",
+    "mean loss",
+    "win rate [CI]",
+    "weight",
+    "score",
+    "note",
+)
+"""Column headings, in order, for :func:`row_cells`."""
+
+MISSING = "-"
+
+
+def fmt_number(value: float | None, digits: int = 4) -> str:
+    """``value`` with ``digits`` decimals, or ``-`` for None, inf and NaN."""
+    if value is None or not math.isfinite(value):
+        return MISSING
+    return f"{value:.{digits}f}"
+
+
+def fmt_win_rate(row: ModelRow) -> str:
+    """``0.62 [0.55, 0.70]``; ``-`` for a missing rate, ``-`` for a missing interval bound."""
+    if not math.isfinite(row.win_rate):
+        return MISSING
+    low, high = row.ci
+    return f"{row.win_rate:.2f} [{fmt_number(low, 2)}, {fmt_number(high, 2)}]"
+
+
+def short_hotkey(hotkey: str, head: int = 6, tail: int = 4) -> str:
+    """``5F3sa2…x9Kp``: enough to tell hotkeys apart in a table."""
+    if len(hotkey) <= head + tail + 1:
+        return hotkey
+    return f"{hotkey[:head]}…{hotkey[-tail:]}"
+
+
+def row_cells(row: ModelRow) -> tuple[str, ...]:
+    """The cells of one row, in :data:`COLUMNS` order, as plain (unescaped) text."""
+    return (
+        str(row.uid),
+        short_hotkey(row.hotkey),
+        row.model,
+        str(row.block),
+        fmt_number(row.mean_loss),
+        fmt_win_rate(row),
+        fmt_number(row.weight),
+        fmt_number(row.score),
+        row.note,
+    )
+
+
+def sorted_rows(rows: Iterable[ModelRow]) -> list[ModelRow]:
+    """Best score first; rows without a finite score last; ties by uid."""
+
+    def key(row: ModelRow) -> tuple[int, float, int]:
+        if math.isfinite(row.score):
+            return (0, -row.score, row.uid)
+        return (1, 0.0, row.uid)
+
+    return sorted(rows, key=key)
+
+
+def step_title(step: StepReport) -> str:
+    return (
+        f"step {step.step} · block {step.block} · competition {step.competition_id} · "
+        f"{step.n_samples} samples · {fmt_number(step.seconds, 1)} s"
+    )
+
+
+def render_table(step: StepReport) -> Table:
+    """The rich table of one step; skipped hotkeys and their reasons go in the caption below it.
+
+    Every cell is a :class:`rich.text.Text`, so markup in miner-controlled strings (model names,
+    notes) is shown literally, never interpreted."""
+    caption: Text | None = None
+    if step.skipped:
+        lines = [f"skipped {len(step.skipped)}:"]
+        lines += [f"  {hotkey}: {reason}" for hotkey, reason in sorted(step.skipped.items())]
+        caption = Text("\n".join(lines), style="dim")
+    table = Table(
+        title=Text(step_title(step), style="bold"),
+        caption=caption,
+        caption_justify="left",
+        show_lines=False,
+    )
+    numeric = {"uid", "block", "mean loss", "weight", "score"}
+    for name in COLUMNS:
+        table.add_column(
+            name,
+            justify="right" if name in numeric else "left",
+            no_wrap=name not in {"model", "note"},
+            overflow="fold",
+        )
+    for row in sorted_rows(step.rows):
+        style = "yellow" if row.note else None
+        table.add_row(*(Text(cell) for cell in row_cells(row)), style=style)
+    if not step.rows:
+        table.add_row(*(Text(MISSING) for _ in COLUMNS))
+    return table
+
+
+class TableReporter:
+    """:class:`~finetune.validator.records.Reporter` that prints :func:`render_table` to a console."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console if console is not None else Console()
+
+    def report(self, step: StepReport, history: tuple[StepReport, ...]) -> None:
+        self.console.print(render_table(step))
