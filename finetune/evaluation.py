@@ -73,9 +73,11 @@ class WorkerSpec:
 def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """The worker process: answer ("eval", key, path, next_path) with ("result", key, losses)."""
     import torch
+    import transformers
 
     from finetune.losses import compute_losses
 
+    transformers.utils.logging.disable_progress_bar()  # one bar per model load is noise in the logs
     loader = _resolve(spec.loader)
     loader_kwargs = dict(spec.loader_kwargs)
     device, token_budget = spec.device, spec.token_budget

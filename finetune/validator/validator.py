@@ -268,15 +268,22 @@ class Validator:
         """Step until ``stop`` is set (or ``max_steps`` steps ran), with syncing and weight setting on
         their own threads."""
         stop = stop or threading.Event()
-        threads = [
-            threading.Thread(target=self._every, args=(stop, self.settings.sync_interval_s, self.sync_models),
-                             name="model-sync", daemon=True),
-            threading.Thread(target=self._every,
-                             args=(stop, self.settings.weights_check_interval_s, self.maybe_set_weights),
-                             name="weights", daemon=True),
-        ]  # fmt: skip
-        for thread in threads:
-            thread.start()
+        weights = threading.Thread(
+            target=self._every,
+            args=(stop, self.settings.weights_check_interval_s, self.maybe_set_weights),
+            name="weights",
+            daemon=True,
+        )
+        weights.start()  # first, so a restarted validator keeps setting weights while it syncs
+        self._guarded(self.sync_models)  # the first step needs the models on disk
+        sync = threading.Thread(
+            target=self._every,
+            args=(stop, self.settings.sync_interval_s, self.sync_models, self.settings.sync_interval_s),
+            name="model-sync",
+            daemon=True,
+        )
+        sync.start()
+        threads = [weights, sync]
         steps = 0
         try:
             while not stop.is_set() and (max_steps is None or steps < max_steps):
@@ -291,16 +298,25 @@ class Validator:
             for thread in threads:
                 thread.join(timeout=30)
 
-    @staticmethod
-    def _every(stop: threading.Event, interval_s: float, work: Callable[[], object]) -> None:
+    @classmethod
+    def _every(
+        cls, stop: threading.Event, interval_s: float, work: Callable[[], object], delay_s: float = 0.0
+    ) -> None:
+        stop.wait(delay_s)
         while not stop.is_set():
-            try:
-                work()
-            except FinetuneError as exc:
-                logger.warning("%s failed: %s", getattr(work, "__name__", "background work"), exc)
-            except Exception:  # the thread must outlive any single failure
-                logger.exception("%s failed unexpectedly", getattr(work, "__name__", "background work"))
+            cls._guarded(work)
             stop.wait(interval_s)
+
+    @staticmethod
+    def _guarded(work: Callable[[], object]) -> None:
+        """Run background ``work``; no failure of it may end its thread."""
+        name = getattr(work, "__name__", "background work")
+        try:
+            work()
+        except FinetuneError as exc:
+            logger.warning("%s failed: %s", name, exc)
+        except Exception:  # the thread must outlive any single failure
+            logger.exception("%s failed unexpectedly", name)
 
 
 def _metadata(record: ModelRecord) -> ModelMetadata:
