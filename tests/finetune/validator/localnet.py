@@ -64,7 +64,9 @@ class LocalNet:
             folder, repo_id=f"{namespace}/tiny", competition_id="local", use_hotkey_in_hash=salted
         )
 
-    def validator(self, state_dir: Path | None = None, **settings: Any) -> Validator:
+    def validator(
+        self, state_dir: Path | None = None, *, max_downloads: int = 8, **settings: Any
+    ) -> Validator:
         chain = LocalChain(self.chain.path, hotkey=VALIDATOR)
         state_dir = state_dir or self.root / "state"
         store = DiskModelStore(self.root / "models")
@@ -85,6 +87,7 @@ class LocalNet:
                 schedule=LOCALNET_SCHEDULE,
                 min_age_blocks=0,
                 retry_wait_s=0.01,
+                max_downloads=max_downloads,
             ),
             cleaner=ModelCleaner(store, tracker, grace_s=3600),
             settings=ValidatorSettings(state_dir=state_dir, schedule=LOCALNET_SCHEDULE, **options),
