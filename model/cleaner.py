@@ -29,22 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.storage.disk.model_store import DiskModelStore
+from model.storage.disk.model_store import DiskModelStore, folder_bytes
 from model.tracker import ModelRecord, ModelTracker
 from utilities.errors import FinetuneError
 
 logger = logging.getLogger(__name__)
-
-
-def folder_bytes(path: Path) -> int:
-    """Bytes of the regular files under ``path`` (symlinks not followed)."""
-    total = 0
-    for dirpath, _, filenames in os.walk(path):
-        for filename in filenames:
-            entry = Path(dirpath, filename)
-            if not entry.is_symlink():
-                total += entry.stat().st_size
-    return total
 
 
 def _mean(evaluations: tuple[Mapping[str, Any], ...], key: str) -> float:

@@ -22,7 +22,8 @@ from utilities.files import check_contained, safe_join
 _HOTKEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _folder_size(path: Path) -> int:
+def folder_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (symlinks not followed)."""
     total = 0
     for dirpath, _, filenames in os.walk(path):
         for filename in filenames:
@@ -68,7 +69,7 @@ class DiskModelStore:
 
     def size(self, hotkey: str | None = None) -> int:
         """Bytes stored for ``hotkey``, or for every hotkey."""
-        return _folder_size(self.root if hotkey is None else self.hotkey_dir(hotkey))
+        return folder_bytes(self.root if hotkey is None else self.hotkey_dir(hotkey))
 
     def delete(self, hotkey: str) -> None:
         shutil.rmtree(self.hotkey_dir(hotkey), ignore_errors=True)
