@@ -201,9 +201,7 @@ class Evaluator:
         self.timeout_s = timeout_s
         self.startup_timeout_s = startup_timeout_s
         extra = tuple(sorted((loader_kwargs or {}).items()))
-        self._workers = [
-            _Worker(WorkerSpec(d, dtype, loader, token_budget, extra)) for d in devices
-        ]
+        self._workers = [_Worker(WorkerSpec(d, dtype, loader, token_budget, extra)) for d in devices]
         self._lock = threading.Lock()
 
     @property
@@ -220,12 +218,22 @@ class Evaluator:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def evaluate(self, jobs: Sequence[EvalJob], samples: TokenSamples) -> dict[str, EvalResult]:
-        """Losses of every job's model on ``samples``; a model that fails scores ``inf`` everywhere."""
+    def evaluate(
+        self,
+        jobs: Sequence[EvalJob],
+        samples: TokenSamples,
+        *,
+        on_result: Callable[[EvalResult], None] | None = None,
+    ) -> dict[str, EvalResult]:
+        """Losses of every job's model on ``samples``; a model that fails scores ``inf`` everywhere.
+        ``on_result`` is called as each model finishes (progress display)."""
         plain = [(list(map(int, ids)), int(p)) for ids, p in samples]
         shares = [list(jobs[i :: len(self._workers)]) for i in range(len(self._workers))]
+        done = on_result or (lambda _: None)
         with self._lock, ThreadPoolExecutor(max_workers=len(self._workers)) as pool:
-            parts = pool.map(self._run_on, self._workers, shares, [plain] * len(self._workers))
+            parts = pool.map(
+                self._run_on, self._workers, shares, [plain] * len(self._workers), [done] * len(shares)
+            )
             return {result.key: result for part in parts for result in part}
 
     def _send_samples(self, worker: _Worker, samples: list[tuple[list[int], int]]) -> bool:
@@ -237,7 +245,11 @@ class Evaluator:
         return True
 
     def _run_on(
-        self, worker: _Worker, jobs: list[EvalJob], samples: list[tuple[list[int], int]]
+        self,
+        worker: _Worker,
+        jobs: list[EvalJob],
+        samples: list[tuple[list[int], int]],
+        done: Callable[[EvalResult], None],
     ) -> list[EvalResult]:
         results: list[EvalResult] = []
         ready = False
@@ -269,9 +281,10 @@ class Evaluator:
                     f" (limit {self.timeout_s:g} s)" if answer == "timeout" else ""
                 )
                 results.append(EvalResult(job.key, [math.inf] * len(samples), error, seconds))
-                continue
-            _, key, losses, error = answer
-            if error is not None:
-                logger.warning("model of %s scored inf: %s", key, error)
-            results.append(EvalResult(key, [float(x) for x in losses], error, seconds))
+            else:
+                _, key, losses, error = answer
+                if error is not None:
+                    logger.warning("model of %s scored inf: %s", key, error)
+                results.append(EvalResult(key, [float(x) for x in losses], error, seconds))
+            done(results[-1])
         return results

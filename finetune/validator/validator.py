@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import Progress, TextColumn
 
 from constants import ALPHA, BLOCKS_PER_EPOCH, SAMPLES_PER_STEP, SPEC_VERSION, TEMPERATURE
 from constants.competitions import MAINNET_SCHEDULE, Competition, ScheduleEntry, competitions_at
@@ -121,7 +122,15 @@ class Validator:
             self._tokenizer(competition), raw, sequence_length=competition.sequence_length
         )
         jobs = [EvalJob(hk, self.store.model_dir(hk, _metadata(candidates[hk]).id)) for hk in chosen]
-        results = self.evaluator.evaluate(jobs, [(ids[0].tolist(), p) for ids, p in samples])
+        with Progress(
+            *Progress.get_default_columns(), TextColumn("{task.fields[last]}"), transient=True
+        ) as progress:
+            task = progress.add_task(f"evaluating {competition.id}", total=len(jobs), last="")
+            results = self.evaluator.evaluate(
+                jobs,
+                [(ids[0].tolist(), p) for ids, p in samples],
+                on_result=lambda r: progress.update(task, advance=1, last=f"{r.key} {r.seconds:.1f} s"),
+            )
         uids = [uid_of[hk] for hk in chosen]
         result = score_step(
             uids,
