@@ -66,7 +66,7 @@ class WorkerSpec:
     device: str
     dtype: str = "float32"
     loader: str = DEFAULT_LOADER
-    token_budget: int = 8192
+    token_budget: int | None = None
     loader_kwargs: tuple[tuple[str, Any], ...] = ()
 
 
@@ -192,7 +192,7 @@ class Evaluator:
         dtype: str = "float32",
         timeout_s: float = 600.0,
         startup_timeout_s: float = 120.0,
-        token_budget: int = 8192,
+        token_budget: int | None = None,
         loader: str = DEFAULT_LOADER,
         loader_kwargs: dict[str, Any] | None = None,
     ) -> None:

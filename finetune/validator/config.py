@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default=None, help="dtype of evaluation (bfloat16 on cuda, float32 on cpu)"
     )
     evaluation.add_argument("--attn_implementation", default="sdpa", help="attention kernel (sdpa, eager)")
-    evaluation.add_argument("--token_budget", type=int, default=16384, help="padded tokens per batch")
+    evaluation.add_argument(
+        "--token_budget", type=int, default=None, help="padded tokens per batch (2048 on cpu, 8192 on gpu)"
+    )
     evaluation.add_argument(
         "--eval_timeout_minutes", type=float, default=20.0, help="time limit for one model's evaluation"
     )
@@ -56,9 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--latest_cortex_steps", type=int, default=1, help="history steps read from each Cortex.t run"
     )
-    data.add_argument(
-        "--latest_cortex_samples", type=int, default=SAMPLES_PER_STEP, help="samples per step"
-    )
+    data.add_argument("--latest_cortex_samples", type=int, default=SAMPLES_PER_STEP, help="samples per step")
     weights = parser.add_argument_group("weights")
     weights.add_argument(
         "--blocks_per_epoch", type=int, default=BLOCKS_PER_EPOCH, help="blocks between weight settings"
