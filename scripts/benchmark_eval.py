@@ -28,8 +28,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmark_wins import benchmark_wins  # scripts/ is on sys.path when run as a script
+
 from finetune.losses import Sample, compute_losses, compute_losses_reference
-from scripts.benchmark_wins import benchmark_wins
 
 
 @dataclass(frozen=True)

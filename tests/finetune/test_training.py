@@ -1,0 +1,140 @@
+"""The training recipe on the LOCAL competition's tiny model (about 1M parameters) and synthetic data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+from constants.competitions import LOCAL
+from finetune.checks import ModelChecker
+from finetune.data import SyntheticSource
+from finetune.mining import fresh_model
+from finetune.tokenization import load_tokenizer
+from finetune.training import TrainConfig, collate, response_loss, train
+from utilities.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = TrainConfig(
+    lr=3e-3, num_epochs=1, samples_per_epoch=32, micro_batch_size=8, accumulation_steps=1, eval_samples=24,
+    sequence_length=96, warmup_steps=2,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerBase:
+    return load_tokenizer(LOCAL)
+
+
+def run(tokenizer: PreTrainedTokenizerBase, config: TrainConfig, seed: int = 0):  # type: ignore[no-untyped-def]
+    model = fresh_model(LOCAL, seed=seed, dtype=torch.float32)
+    return train(model, tokenizer, SyntheticSource("train"), SyntheticSource("heldout"), config)
+
+
+def test_response_loss_matches_the_validators_per_sample_mean() -> None:
+    torch.manual_seed(0)
+    samples = [(torch.tensor([[5, 6, 7, 8, 9]]), 2), (torch.tensor([[5, 6, 7]]), 1)]
+    batch = collate(samples, pad_id=1)
+    assert batch["labels"].tolist() == [[-100, -100, 7, 8, 9], [-100, 6, 7, -100, -100]]
+    logits = torch.randn(2, 5, 16)
+    expected = []
+    for row, (ids, prompt_len) in enumerate(samples):
+        n = ids.shape[1]
+        expected.append(
+            torch.nn.functional.cross_entropy(logits[row, prompt_len - 1 : n - 1], ids[0, prompt_len:])
+        )
+    assert torch.allclose(response_loss(logits, batch["labels"]), torch.stack(expected).mean())
+
+
+def test_training_lowers_the_heldout_loss(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    config = replace(SMALL, samples_per_epoch=160, output_dir=tmp_path / "best")
+    result = run(tokenizer, config)
+    assert result.steps == 20
+    assert result.best_loss < result.initial_loss - 1.5, (result.initial_loss, result.best_loss)
+    assert result.tokens_per_s > 0
+    assert [e.step for e in result.evals] == [20] and result.evals[0].end_of_epoch
+    # the best model is a plain safetensors folder that the validator accepts
+    assert not [p for p in (tmp_path / "best").iterdir() if p.suffix in (".bin", ".pt", ".pkl")]
+    assert ModelChecker().check_folder(tmp_path / "best", LOCAL) > 0
+
+
+def test_training_is_seeded(tokenizer: PreTrainedTokenizerBase) -> None:
+    first, second = run(tokenizer, SMALL), run(tokenizer, SMALL)
+    assert first.best_loss == pytest.approx(second.best_loss, rel=1e-5)
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    config = replace(SMALL, checkpoint_dir=tmp_path / "ckpt", output_dir=tmp_path / "best")
+    first = run(tokenizer, config)
+    assert (first.start_step, first.steps, first.epochs) == (0, 4, 1)
+    assert json.loads((tmp_path / "ckpt" / "latest.json").read_text())["step"] == 4
+    second = run(tokenizer, replace(config, num_epochs=2), seed=123)  # weights come from the checkpoint
+    assert (second.start_step, second.steps, second.epochs) == (4, 8, 2)
+    assert second.initial_loss == first.initial_loss
+    assert second.best_loss <= first.best_loss
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch-2", "latest.json"]
+
+
+def test_lora_gives_a_merged_plain_model(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    config = replace(SMALL, lora_rank=4, lr=1e-2, output_dir=tmp_path / "best", eval_every=2)
+    result = run(tokenizer, config)
+    assert type(result.model) is LlamaForCausalLM
+    assert len(result.evals) == 3  # steps 2 and 4, and the end of the epoch
+    names = sorted(p.name for p in (tmp_path / "best").iterdir())
+    assert "adapter_config.json" not in names and "model.safetensors" in names
+    config_json = json.loads((tmp_path / "best" / "config.json").read_text())
+    assert config_json["architectures"] == ["LlamaForCausalLM"]
+    assert ModelChecker().check_folder(tmp_path / "best", LOCAL) > 0
+    assert not any("lora" in name for name in result.model.state_dict())
+
+
+def test_too_few_samples_for_one_step_is_a_config_error(tokenizer: PreTrainedTokenizerBase) -> None:
+    with pytest.raises(ConfigError, match="optimizer step"):
+        run(tokenizer, replace(SMALL, samples_per_epoch=4, accumulation_steps=2))
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_with_ddp(tmp_path: Path) -> None:
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        textwrap.dedent("""
+        import json, sys
+        from pathlib import Path
+        import torch
+        from constants.competitions import LOCAL
+        from finetune.data import SyntheticSource
+        from finetune.mining import fresh_model
+        from finetune.tokenization import load_tokenizer
+        from finetune.training import TrainConfig, make_accelerator, train
+
+        out = Path(sys.argv[1])
+        config = TrainConfig(lr=3e-3, samples_per_epoch=64, micro_batch_size=4, accumulation_steps=2,
+                             eval_samples=16, sequence_length=96, output_dir=out / "best")
+        accelerator = make_accelerator(config, cpu=True)
+        model = fresh_model(LOCAL, seed=0, dtype=torch.float32)
+        result = train(model, load_tokenizer(LOCAL), SyntheticSource("train"), SyntheticSource("heldout"),
+                       config, accelerator=accelerator)
+        if accelerator.is_main_process:
+            (out / "result.json").write_text(json.dumps({
+                "processes": accelerator.num_processes, "type": str(accelerator.distributed_type),
+                "steps": result.steps, "initial": result.initial_loss, "best": result.best_loss}))
+    """)
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*command, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
+                          check=False, timeout=240, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["processes"] == 2 and result["type"] == "DistributedType.MULTI_CPU"
+    assert result["steps"] == 64 // (4 * 2) // 2  # each optimizer step consumes both processes' batches
+    assert result["best"] < result["initial"]
+    assert ModelChecker().check_folder(tmp_path / "best", LOCAL) > 0
