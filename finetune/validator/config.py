@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument(
         "--blocks_per_epoch", type=int, default=BLOCKS_PER_EPOCH, help="blocks between weight settings"
     )
+    weights.add_argument(
+        "--weights_check_seconds", type=float, default=60.0, help="how often the weights thread looks"
+    )
     weights.add_argument("--dont_set_weights", action="store_true", help="evaluate but never set weights")
     weights.add_argument(
         "--offline", action="store_true", help="evaluate without setting weights or logging to wandb"
@@ -136,6 +139,7 @@ def build_validator(args: argparse.Namespace, network: Network) -> Validator:
         max_new_per_step=args.max_new_per_step,
         set_weights=not (args.dont_set_weights or args.offline),
         sync_interval_s=args.update_delay_minutes * 60,
+        weights_check_interval_s=args.weights_check_seconds,
     )
     store = DiskModelStore(Path(args.model_dir).expanduser())
     tracker = ModelTracker.load(settings.tracker_file)

@@ -35,6 +35,8 @@ class ValidatorState:
     kept: dict[str, list[str]] = field(default_factory=dict)
     """Per competition, the hotkeys that stay in the evaluation at the next step."""
     last_weights_block: int | None = None
+    last_weights: dict[int, float] = field(default_factory=dict)
+    """The weights last sent to the chain, by uid (what the chain should now hold for us)."""
     history: list[StepReport] = field(default_factory=list)
 
     def add_report(self, report: StepReport) -> None:
@@ -62,6 +64,7 @@ class ValidatorState:
             "scores": self.scores,
             "kept": self.kept,
             "last_weights_block": self.last_weights_block,
+            "last_weights": {str(uid): w for uid, w in self.last_weights.items()},
             "history": [r.to_json() for r in self.history],
         }
 
@@ -89,6 +92,7 @@ class ValidatorState:
                 scores={str(k): float(v) for k, v in data["scores"].items()},
                 kept={str(c): [str(h) for h in hks] for c, hks in data["kept"].items()},
                 last_weights_block=None if last is None else int(last),
+                last_weights={int(u): float(w) for u, w in data.get("last_weights", {}).items()},
                 history=[StepReport.from_json(r) for r in data["history"]],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -269,6 +269,7 @@ class Validator:
             return False
         with self._lock:
             self.state.last_weights_block = block
+            self.state.last_weights = dict(zip(uids, weights, strict=True))
             self.save()
         logger.info("set weights at block %d on %d uids", block, sum(w > 0 for w in weights))
         return True

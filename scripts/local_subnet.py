@@ -1,0 +1,258 @@
+"""A whole subnet on this machine: miners that train and publish, a validator that scores them.
+
+    bash scripts/demo.sh                 # installs what it needs, then runs this
+    python scripts/local_subnet.py --dir localnet --steps 6
+
+Creates a local network folder (chain file, model hub, wallets), registers a validator and five miners,
+and runs them as separate processes:
+
+- strong:    trains longest (``neurons/miner.py``) and publishes its best model
+- weak:      trains briefly
+- untrained: publishes the base model untouched (``scripts/upload_model.py``)
+- copier:    re-uploads the strong miner's final model under its own hotkey, committed later
+- pickler:   publishes a model with a ``pytorch_model.bin`` whose unpickling would create a marker file
+
+then runs the validator (``neurons/validator.py``) for ``--steps`` steps, prints the final leaderboard
+(validator scores and the chain's consensus incentive) and writes ``DIR/validator/leaderboard.html`` and
+``DIR/summary.json``. ``--miners N`` adds more trained miners with varied budgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from constants.competitions import LOCAL  # noqa: E402
+from finetune.mining import fresh_model  # noqa: E402
+from finetune.publishing import Publisher  # noqa: E402
+from finetune.tokenization import load_tokenizer  # noqa: E402
+from finetune.training import save_model  # noqa: E402
+from finetune.validator.state import ValidatorState  # noqa: E402
+from model.data import ModelId  # noqa: E402
+from model.network import local_wallet  # noqa: E402
+from model.storage.chain.local_chain import LocalChain  # noqa: E402
+from model.storage.hub.local_hub import LocalHub  # noqa: E402
+from model.tracker import ModelTracker  # noqa: E402
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+PYTHON = sys.executable
+
+
+@dataclass
+class Miner:
+    name: str
+    role: str
+    epochs: int = 0
+    samples: int = 0
+    hotkey: str = ""
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+class _Payload:
+    """Unpickling this would create the marker file: the validator must never unpickle it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (Path(self.marker).touch, ())  # type: ignore[return-value]
+
+
+def run_logged(command: list[str], log: Path, *, wait: bool) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if wait and process.wait() != 0:
+        raise SystemExit(f"{' '.join(command[:3])} failed, see {log}")
+    return process
+
+
+def publisher(root: Path, name: str, hotkey: str) -> Publisher:
+    chain = LocalChain(root / "chain.sqlite", hotkey=hotkey)
+    return Publisher(chain=chain, hub=LocalHub(root / "hub", user=name), hotkey=hotkey, wait_s=0.5)
+
+
+def publish_untrained(root: Path, miner: Miner) -> None:
+    folder = root / "miners" / miner.name / "model"
+    save_model(fresh_model(LOCAL, seed=123, dtype=torch.float32), load_tokenizer(LOCAL), folder)
+    run_logged(
+        [PYTHON, "scripts/upload_model.py", "--localnet", str(root), "--wallet.name", miner.name,
+         "--model_dir", str(folder), "--hf_repo_id", f"{miner.name}/tiny", "--competition_id", "local"],
+        root / "logs" / f"{miner.name}.log", wait=True,
+    )  # fmt: skip
+
+
+def publish_copy(root: Path, miner: Miner, victim: Miner) -> str:
+    chain = LocalChain(root / "chain.sqlite")
+    commitment = chain.commitment(victim.hotkey)
+    if commitment is None:
+        raise SystemExit(f"the {victim.name} miner published nothing: see {root / 'logs'}")
+    original = ModelId.from_compressed_str(commitment.data)
+    copy = root / "miners" / miner.name / "model"
+    shutil.rmtree(copy, ignore_errors=True)
+    LocalHub(root / "hub").download(original.repo_id, commit=original.commit or "", dest=copy)
+    publisher(root, miner.name, miner.hotkey).publish(
+        copy, repo_id=f"{miner.name}/tiny", competition_id="local"
+    )
+    return original.repo_id
+
+
+def publish_pickle(root: Path, miner: Miner) -> Path:
+    folder = root / "miners" / miner.name / "model"
+    save_model(fresh_model(LOCAL, seed=7, dtype=torch.float32), load_tokenizer(LOCAL), folder)
+    marker = root / "PICKLE_PAYLOAD_RAN"
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    publisher(root, miner.name, miner.hotkey).publish(
+        folder, repo_id=f"{miner.name}/tiny", competition_id="local"
+    )
+    return marker
+
+
+def leaderboard(root: Path, miners: list[Miner], validator_hotkey: str) -> dict[str, Any]:
+    chain = LocalChain(root / "chain.sqlite")
+    graph = chain.metagraph()
+    state = ValidatorState.load(root / "validator" / "state" / "validator_state.json")
+    tracker = ModelTracker.load(root / "validator" / "state" / "tracker.json")
+    on_chain = chain.weights(validator_hotkey)
+    total = sum(state.scores.values()) or 1.0
+    table = Table(title=f"local subnet after {state.step} validator steps (block {graph.block})")
+    for column in ("uid", "miner", "role", "model status", "mean loss", "weight", "incentive"):
+        table.add_column(
+            column, justify="right" if column in ("uid", "mean loss", "weight", "incentive") else "left"
+        )
+    rows = {}
+    last = {row.hotkey: row for row in state.history[-1].rows} if state.history else {}
+    for miner in miners:
+        uid = graph.uid_of(miner.hotkey)
+        record = tracker.get(miner.hotkey)
+        status = (
+            "not published"
+            if record is None
+            else record.status + (f" ({record.reason})" if record.reason else "")
+        )
+        loss = last[miner.hotkey].mean_loss if miner.hotkey in last else None
+        weight = state.scores.get(miner.hotkey, 0.0) / total
+        incentive = float(graph.incentive[uid]) if uid is not None else 0.0
+        rows[miner.name] = {
+            "uid": uid, "role": miner.role, "status": status, "mean_loss": loss, "weight": weight,
+            "chain_weight": on_chain.get(uid, 0.0) if uid is not None else 0.0, "incentive": incentive,
+        }  # fmt: skip
+        table.add_row(
+            str(uid), miner.name, miner.role, status,
+            "-" if loss is None else f"{loss:.4f}", f"{weight:.4f}", f"{incentive:.4f}",
+        )  # fmt: skip
+    console.print(table)
+    # the chain holds exactly the weights the validator last computed and sent
+    sent = state.last_weights
+    match = (
+        bool(sent)
+        and set(sent) == set(on_chain)
+        and all(abs(on_chain[u] - w) < 1e-9 for u, w in sent.items())
+    )
+    return {"steps": state.step, "block": graph.block, "miners": rows, "weights_match": match}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=ROOT / "localnet", help="the local network folder (recreated)"
+    )
+    parser.add_argument("--steps", type=int, default=6, help="validator steps")
+    parser.add_argument("--miners", type=int, default=5, help="miners (5 roles, then extra trained miners)")
+    parser.add_argument("--samples", type=int, default=64, help="validator samples per step")
+    parser.add_argument("--quick", action="store_true", help="small budgets (the end-to-end test)")
+    args = parser.parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()
+    started = time.monotonic()
+    root = args.dir.resolve()
+    shutil.rmtree(root, ignore_errors=True)
+    chain = LocalChain(root / "chain.sqlite", seconds_per_block=1.0)
+    scale = 1 if args.quick else 4
+    miners = [
+        Miner("strong", "trained longest", epochs=2 if args.quick else 3, samples=256 * scale),
+        Miner("weak", "trained briefly", epochs=1, samples=32 * scale),
+        Miner("untrained", "base model untouched"),
+        Miner("copier", "re-uploads strong's model"),
+        Miner("pickler", "model with a pickle file"),
+    ]
+    for k in range(max(0, args.miners - len(miners))):  # more trained miners, varied budgets
+        miners.append(Miner(f"trainer{k}", "trained", epochs=1 + k % 2, samples=64 * scale * (1 + k % 3)))
+    miners = miners[: max(args.miners, 1)]
+    validator = local_wallet(root / "wallets", "validator", "default").hotkey.ss58_address
+    chain.register(validator, stake=1000.0, validator_permit=True)
+    for miner in miners:
+        miner.hotkey = local_wallet(root / "wallets", miner.name, "default").hotkey.ss58_address
+        chain.register(miner.hotkey)
+    console.print(
+        f"[bold]local network in {root}[/]: 1 validator, {len(miners)} miners; logs in {root / 'logs'}"
+    )
+
+    for seed, miner in enumerate(miners):
+        if miner.epochs:
+            miner.process = run_logged(
+                [PYTHON, "neurons/miner.py", "--localnet", str(root), "--wallet.name", miner.name,
+                 "--hf_repo_id", f"{miner.name}/tiny", "--model_dir", str(root / "miners" / miner.name),
+                 "--num_epochs", str(miner.epochs), "--cortex_samples_per_epoch", str(miner.samples),
+                 "--seed", str(seed), "--wandb.off", "--avg_loss_upload_threshold", "0"],
+                root / "logs" / f"{miner.name}.log", wait=False,
+            )  # fmt: skip
+    by_name = {m.name: m for m in miners}
+    with console.status("miners are training and publishing...") as status:
+        if "untrained" in by_name:
+            publish_untrained(root, by_name["untrained"])
+        marker = (
+            publish_pickle(root, by_name["pickler"]) if "pickler" in by_name else root / "PICKLE_PAYLOAD_RAN"
+        )
+        for miner in miners:
+            if miner.process is not None:
+                status.update(f"waiting for the {miner.name} miner to finish training...")
+                if miner.process.wait() != 0:
+                    raise SystemExit(
+                        f"the {miner.name} miner failed, see {root / 'logs' / (miner.name + '.log')}"
+                    )
+        if "copier" in by_name and "strong" in by_name:
+            chain.advance(2)  # the copy is committed strictly later than the original
+            publish_copy(root, by_name["copier"], by_name["strong"])
+    console.print(f"miners done after {time.monotonic() - started:.0f} s; starting the validator")
+
+    chain.advance(2)
+    run_logged(
+        [PYTHON, "neurons/validator.py", "--localnet", str(root), "--wallet.name", "validator",
+         "--device", "cpu", "--wandb.off", "--max_steps", str(args.steps),
+         "--state_dir", str(root / "validator" / "state"), "--model_dir", str(root / "validator" / "models"),
+         "--leaderboard", str(root / "validator" / "leaderboard.html"), "--min_model_age_blocks", "0",
+         "--latest_cortex_samples", str(args.samples), "--blocks_per_epoch", "3",
+         "--weights_check_seconds", "1", "--sample_min", str(len(miners))],
+        root / "logs" / "validator.log", wait=True,
+    )  # fmt: skip
+    summary = leaderboard(root, miners, validator)
+    summary["pickle_payload_ran"] = marker.exists()
+    summary["seconds"] = time.monotonic() - started
+    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(f"leaderboard: {root / 'validator' / 'leaderboard.html'}")
+    console.print(f"pickle payload ran: {marker.exists()} · finished in {summary['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The README's first command, scaled down: real miner and validator processes on the local network."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_local_subnet_end_to_end(tmp_path: Path) -> None:
+    net = tmp_path / "net"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "local_subnet.py"), "--dir", str(net), "--quick",
+         "--steps", "3"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((net / "summary.json").read_text())
+    miners = summary["miners"]
+    strong, weak, untrained = miners["strong"], miners["weak"], miners["untrained"]
+    copier, pickler = miners["copier"], miners["pickler"]
+
+    # trained miners beat the untrained one, on loss and on weight
+    assert strong["mean_loss"] < weak["mean_loss"] < untrained["mean_loss"]
+    assert strong["weight"] > weak["weight"] > untrained["weight"]
+    # the copier of the leader's model earns at most 5% of the leader's weight
+    assert copier["status"] == "ok" and copier["weight"] <= 0.05 * strong["weight"]
+    # the pickle model is rejected with its reason, and its payload never ran
+    assert pickler["status"] == "rejected (forbidden_file)"
+    assert summary["pickle_payload_ran"] is False and not (net / "PICKLE_PAYLOAD_RAN").exists()
+    # the chain holds the weights the validator computed, and consensus follows them
+    assert summary["weights_match"] is True
+    assert max(miners.values(), key=lambda m: m["incentive"]) is strong
+    assert "local subnet after 3 validator steps" in result.stdout
+    assert (net / "validator" / "leaderboard.html").stat().st_size > 1000
