@@ -16,11 +16,14 @@ from finetune.validator.records import Reporter
 from finetune.validator.validator import Validator, ValidatorSettings
 from model.cleaner import ModelCleaner
 from model.network import Network, add_network_args
+from model.storage.chain.local_chain import LocalChain
 from model.storage.disk.model_store import DiskModelStore
 from model.tracker import ModelTracker
 from model.updater import ModelUpdater
 
 logger = logging.getLogger(__name__)
+
+LOCAL_VALIDATOR_STAKE = 1000.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +131,11 @@ def build_reporters(args: argparse.Namespace, settings: ValidatorSettings) -> li
 def build_validator(args: argparse.Namespace, network: Network) -> Validator:
     """Every part of the validator, wired from the command line and the network's ports."""
     local = network.is_local
+    if local and network.wallet is not None and isinstance(network.chain, LocalChain):
+        hotkey = network.wallet.hotkey.ss58_address
+        if network.chain.metagraph().uid_of(hotkey) is None:  # registration is free on the local network
+            network.chain.register(hotkey, stake=LOCAL_VALIDATOR_STAKE, validator_permit=True)
+            logger.info("registered validator %s on the local network", hotkey)
     schedule = LOCALNET_SCHEDULE if local else MAINNET_SCHEDULE
     state_dir = Path(args.state_dir).expanduser()
     settings = ValidatorSettings(
