@@ -121,7 +121,11 @@ class TableReporter:
     """:class:`~finetune.validator.records.Reporter` that prints :func:`render_table` to a console."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console if console is not None else Console()
+        if console is None:
+            console = Console()
+            if not console.is_terminal:  # logs (pm2, files): wide enough that no column is dropped
+                console = Console(width=160)
+        self.console = console
 
     def report(self, step: StepReport, history: tuple[StepReport, ...]) -> None:
         self.console.print(render_table(step))

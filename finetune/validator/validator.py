@@ -58,6 +58,8 @@ class ValidatorSettings:
     sync_interval_s: float = 300.0
     weights_check_interval_s: float = 60.0
     step_pause_s: float = 1.0
+    idle_pause_s: float = 10.0
+    """Pause after a step that evaluated nothing."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -297,12 +299,14 @@ class Validator:
         steps = 0
         try:
             while not stop.is_set() and (max_steps is None or steps < max_steps):
+                report = None
                 try:
-                    self.step()
+                    report = self.step()
                 except FinetuneError as exc:
                     logger.warning("step failed: %s", exc)
                 steps += 1
-                stop.wait(self.settings.step_pause_s)
+                # nothing evaluated (no models yet, data source down): no point in spinning
+                stop.wait(self.settings.step_pause_s if report is not None else self.settings.idle_pause_s)
         finally:
             stop.set()
             for thread in threads:
