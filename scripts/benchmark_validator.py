@@ -1,6 +1,6 @@
 """Validator at scale on the local network: N miners with tiny models, the updater's full sync, steps.
 
-    python scripts/benchmark_validator.py --miners 256 --steps 3
+    python scripts/benchmark_validator.py --miners 255 --steps 3   # 255 miners + the validator = 256 uids
 
 Prints the time of the updater's first full sync (download, hash, checks of every model), of each
 step, the validator's peak memory, and the sizes of what could grow (state file, tracker file, model
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import transformers
 from rich.console import Console
 from rich.table import Table
 
@@ -36,12 +37,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--miners", type=int, default=256)
+    parser.add_argument("--miners", type=int, default=255, help="the subnet has 256 uids, one is ours")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--samples", type=int, default=100, help="samples per step")
     parser.add_argument("--max_new_per_step", type=int, default=10)
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()
+    transformers.utils.logging.disable_progress_bar()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="bench-validator-") as tmp:
         root = args.dir or Path(tmp)
