@@ -98,7 +98,10 @@ def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
             samples = [(torch.tensor([list(ids)], dtype=torch.long), int(p)) for ids, p in message[1]]
             conn.send(("ready",))
             continue
-        _, key, path, next_path = message
+        _, key, path, next_path, expected = message
+        if len(samples) != expected:  # never score against samples other than the step's
+            conn.send(("result", key, [math.inf] * expected, f"worker holds {len(samples)} samples"))
+            continue
         try:
             future = prefetched.pop(path, None)
             model = future.result() if future is not None else load(path)
@@ -260,7 +263,11 @@ class Evaluator:
             for prefetch in (following, None):
                 if not ready:
                     ready = self._send_samples(worker, samples)
-                answer = worker.request(("eval", job.key, str(job.path), prefetch), timeout_s=self.timeout_s)
+                if not ready:
+                    answer = "did not take the samples"  # nothing to evaluate against: inf, no eval
+                    break
+                message = ("eval", job.key, str(job.path), prefetch, len(samples))
+                answer = worker.request(message, timeout_s=self.timeout_s)
                 if not isinstance(answer, str):
                     break
                 logger.warning(
@@ -283,6 +290,8 @@ class Evaluator:
                 results.append(EvalResult(job.key, [math.inf] * len(samples), error, seconds))
             else:
                 _, key, losses, error = answer
+                if len(losses) != len(samples):
+                    losses, error = [math.inf] * len(samples), f"worker returned {len(losses)} losses"
                 if error is not None:
                     logger.warning("model of %s scored inf: %s", key, error)
                 results.append(EvalResult(key, [float(x) for x in losses], error, seconds))

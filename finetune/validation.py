@@ -301,10 +301,15 @@ def normalize(weights: NDArray[np.float64]) -> NDArray[np.float64]:
     return result
 
 
+def _any_finite(losses: Sequence[float]) -> bool:
+    return bool(np.isfinite(np.asarray(losses, dtype=np.float64)).any())
+
+
 @dataclass(frozen=True)
 class StepResult:
     """One competition's scoring step. ``wins``, ``win_rate``, ``epsilon`` and ``ci`` cover the kept
-    uids only; ``weights`` covers every uid (duplicates 0.0) and sums to the reward share."""
+    uids only; ``weights`` covers every uid (duplicates and models with no finite loss 0.0) and sums to
+    the reward share when at least one model scored a sample (else to 0)."""
 
     kept: list[int]
     duplicates: list[int]
@@ -337,11 +342,16 @@ def score_step(
     # 3. Pairwise wins on every sample, and win rates; a bootstrap interval for the logs.
     wins, win_rate = compute_wins(kept, losses_per_uid, uid_to_block, epsilon)
     ci = bootstrap_win_rate_ci(kept, losses_per_uid, uid_to_block, epsilon, n_boot=n_boot, seed=seed)
-    # 4. Softmax of win rates within the competition, scaled to its reward share.
-    weights = competition_weights(
-        win_rate, competition.reward_share, temperature=temperature, min_weight=min_weight
-    )
-    weights.update(dict.fromkeys(duplicates, 0.0))
+    # 4. Softmax of win rates within the competition, scaled to its reward share, over the models that
+    #    scored at least one sample: a model with no finite loss (crashed, timed out, no samples) earns
+    #    nothing, even alone or when every model failed.
+    scorable = {uid: rate for uid, rate in win_rate.items() if _any_finite(losses_per_uid[uid])}
+    weights: dict[int, float] = {}
+    if scorable:
+        weights = competition_weights(
+            scorable, competition.reward_share, temperature=temperature, min_weight=min_weight
+        )
+    weights = {uid: weights.get(uid, 0.0) for uid in uids}
     return StepResult(
         kept=kept,
         duplicates=duplicates,

@@ -146,21 +146,33 @@ class Validator:
         )
         others = [c.id for c in competitions if c.id != competition.id]
         elsewhere = {hk for other in others for hk in self.tracker.models_for(other)}
+        # a hotkey whose model changed while this step ran (the sync thread): its result belongs to
+        # the old model, so it neither earns nor decays now, and the new model keeps a clean history
+        current = self.tracker.records()
+        changed = {
+            hk for hk in chosen if hk not in current or current[hk].metadata != candidates[hk].metadata
+        }
+        scored = [hk for hk in chosen if hk not in changed]
+        anything_scored = any(math.isfinite(x) for hk in chosen for x in results[hk].losses)
         with self._lock:
-            # this competition's models, and any scored hotkey whose model is in no competition now
-            # (rejected, evicted, withdrawn), decay towards their weight in this step (0 if absent)
-            members = (set(candidates) | set(self.state.scores)) - elsewhere
-            self._update_scores(members, {hk: result.weights[uid_of[hk]] for hk in chosen})
+            if anything_scored:
+                # this competition's models, and any scored hotkey whose model is in no competition now
+                # (rejected, evicted, withdrawn), decay towards their weight in this step (0 if absent)
+                members = (set(candidates) | set(self.state.scores)) - elsewhere - changed
+                self._update_scores(members, {hk: result.weights[uid_of[hk]] for hk in scored})
+            else:
+                logger.warning("step %d: no model scored any sample; scores unchanged", self.state.step)
             ranked = sorted(result.kept, key=lambda uid: -result.win_rate[uid])
             hotkey_of = {uid: hk for hk, uid in uid_of.items()}
             self.state.kept[competition.id] = [hotkey_of[uid] for uid in ranked[: self.settings.sample_min]]
             rows = tuple(self._row(hk, uid_of[hk], candidates[hk], results[hk], result) for hk in chosen)
             for row in rows:
-                self.tracker.record_evaluation(
-                    row.hotkey,
-                    {"step": self.state.step, "block": block, "competition": competition.id,
-                     "mean_loss": row.mean_loss, "win_rate": row.win_rate, "weight": row.weight},
-                )  # fmt: skip
+                if row.hotkey in scored:
+                    self.tracker.record_evaluation(
+                        row.hotkey,
+                        {"step": self.state.step, "block": block, "competition": competition.id,
+                         "mean_loss": row.mean_loss, "win_rate": row.win_rate, "weight": row.weight},
+                    )  # fmt: skip
             report = StepReport(
                 step=self.state.step,
                 block=block,
@@ -204,9 +216,17 @@ class Validator:
     def _choose(
         self, competition_id: str, candidates: dict[str, ModelRecord], metagraph: Metagraph
     ) -> list[str]:
-        """The kept models of the last step, then never-evaluated ones, highest incentive first
+        """The kept models of the last step, the best by score (so one bad step, e.g. a worker crash,
+        does not drop a good model for good), then never-evaluated ones, highest chain incentive first
         (a fresh validator starts from what the chain already ranks highest)."""
         kept = [hk for hk in self.state.kept.get(competition_id, []) if hk in candidates]
+        by_score = sorted(
+            (hk for hk in candidates if self.state.scores.get(hk, 0.0) > 0.0),
+            key=lambda hk: -self.state.scores[hk],
+        )
+        for hotkey in by_score[: self.settings.sample_min]:
+            if hotkey not in kept:
+                kept.append(hotkey)
         incentive = dict(zip(metagraph.hotkeys, metagraph.incentive, strict=True))
         fresh = sorted(
             (hk for hk, r in candidates.items() if hk not in kept and not r.evaluations),
@@ -280,6 +300,8 @@ class Validator:
         """Step until ``stop`` is set (or ``max_steps`` steps ran), with syncing and weight setting on
         their own threads."""
         stop = stop or threading.Event()
+        # the first chain call from one thread: the SDK sets up its connection on first use
+        self._guarded(self.chain.current_block)
         weights = threading.Thread(
             target=self._every,
             args=(stop, self.settings.weights_check_interval_s, self.maybe_set_weights),
@@ -304,6 +326,8 @@ class Validator:
                     report = self.step()
                 except FinetuneError as exc:
                     logger.warning("step failed: %s", exc)
+                except Exception:  # a bug or an unexpected library error must not stop validation
+                    logger.exception("step failed unexpectedly")
                 steps += 1
                 # nothing evaluated (no models yet, data source down): no point in spinning
                 stop.wait(self.settings.step_pause_s if report is not None else self.settings.idle_pause_s)

@@ -70,6 +70,16 @@ def test_two_workers_give_the_same_results_as_one(tmp_path: Path) -> None:
     assert {k: r.losses for k, r in single.items()} == {k: r.losses for k, r in double.items()}
 
 
+def test_a_worker_that_never_takes_the_samples_scores_inf_without_raising(tmp_path: Path) -> None:
+    samples = make_samples(4)
+    jobs = [EvalJob("a", tmp_path / "model-1"), EvalJob("b", tmp_path / "model-2")]
+    with Evaluator(["cpu"], loader=LOADER, startup_timeout_s=0.01) as evaluator:
+        results = evaluator.evaluate(jobs, samples)
+    for key in ("a", "b"):
+        assert results[key].losses == [math.inf] * 4
+        assert "did not take the samples" in (results[key].error or "")
+
+
 def test_an_evaluator_needs_a_device() -> None:
     with pytest.raises(ValueError):
         Evaluator([])

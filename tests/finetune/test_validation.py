@@ -469,10 +469,28 @@ def test_score_step_composes_the_rules() -> None:
         assert (result.wins, result.win_rate) == (wins, rates)
         assert result.ci.keys() == set(kept)
         assert list(result.weights) == uids
-        soft = ref_softmax(rates, 0.08)
+        # only models that scored at least one sample share the reward
+        scorable = {u: r for u, r in rates.items() if any(math.isfinite(x) for x in losses[u])}
+        soft = ref_softmax(scorable, 0.08) if scorable else {}
         for u in uids:
             assert result.weights[u] == pytest.approx(soft[u] * 0.4 if u in soft else 0.0, rel=1e-12)
-        assert sum(result.weights.values()) == pytest.approx(0.4)
+        assert sum(result.weights.values()) == pytest.approx(0.4 if scorable else 0.0)
+
+
+def test_score_step_gives_nothing_to_models_without_a_finite_loss() -> None:
+    inf, competition = math.inf, _competition(0.6, FixedEpsilon(0.01))
+    lone = score_step([7], {7: [inf, inf]}, {7: 1}, {7: "a"}, competition=competition, current_block=5)
+    assert lone.win_rate == {7: 1.0} and lone.weights == {7: 0.0}
+    failed = score_step(
+        [1, 2], {1: [inf], 2: [math.nan]}, {1: 1, 2: 2}, {1: "a", 2: "b"}, competition=competition,
+        current_block=5,
+    )  # fmt: skip
+    assert failed.weights == {1: 0.0, 2: 0.0}
+    mixed = score_step(
+        [1, 2], {1: [inf, inf], 2: [3.0, inf]}, {1: 1, 2: 2}, {1: "a", 2: "b"}, competition=competition,
+        current_block=5,
+    )  # fmt: skip
+    assert mixed.weights == {1: 0.0, 2: pytest.approx(0.6)}
 
 
 def test_score_step_copy_gets_nothing_and_does_not_dilute() -> None:
