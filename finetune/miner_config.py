@@ -13,7 +13,7 @@ from accelerate import InitProcessGroupKwargs
 from rich.console import Console
 from rich.table import Table
 
-from constants.competitions import LOCALNET_SCHEDULE, MAINNET_SCHEDULE, Competition, competitions_at
+from constants.competitions import SMOL, Competition, competitions_at
 from finetune.data import SampleSource, SyntheticSource, make_source
 from finetune.mining import Miner, PublishSettings, WandbLog, start_model
 from finetune.publishing import Publisher
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_network_args(parser)
     comp = parser.add_argument_group("competition and publishing")
-    comp.add_argument("--competition_id", default=None, help="competition to mine ('local' on --localnet)")
+    comp.add_argument(
+        "--competition_id", default=None, help="competition to mine (--localnet.competition's on --localnet)"
+    )
     comp.add_argument("--list_competitions", action="store_true", help="print the active competitions, exit")
     comp.add_argument("--offline", action="store_true", help="train and keep the best model, never publish")
     comp.add_argument(
@@ -53,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="salt the committed hash with the hotkey (anti-copy)",
     )
-    start = parser.add_argument_group("starting model (at most one; none: a fresh model of the base config)")
+    start = parser.add_argument_group(
+        "starting model (at most one; none: a fresh model of the base config, or the pretrained SmolLM2 "
+        "for the smol competition)"
+    )
     start.add_argument("--load_best", action="store_true", help="the competition's highest-incentive model")
     start.add_argument("--load_uid", type=int, default=None, help="the model committed by this uid")
     start.add_argument("--load_model_dir", type=Path, default=None, help="a model folder on disk (checked)")
@@ -112,8 +117,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def active_competitions(network: Network) -> tuple[Competition, ...]:
-    schedule = LOCALNET_SCHEDULE if network.is_local else MAINNET_SCHEDULE
-    return competitions_at(network.chain.current_block(), schedule=schedule)
+    return competitions_at(network.chain.current_block(), schedule=network.schedule)
 
 
 def competitions_table(competitions: tuple[Competition, ...]) -> Table:
@@ -132,9 +136,11 @@ def print_competitions(network: Network, console: Console | None = None) -> None
 
 
 def choose_competition(args: argparse.Namespace, network: Network) -> Competition:
-    """``--competition_id`` among those active now (``local`` by default on the local network)."""
+    """``--competition_id`` among those active now (by default on the local network, the one
+    ``--localnet.competition`` names)."""
     active = {c.id: c for c in active_competitions(network)}
-    wanted = args.competition_id or ("local" if network.is_local else None)
+    default = getattr(args, "localnet_competition", None) or "local"
+    wanted = args.competition_id or (default if network.is_local else None)
     if wanted is None or wanted not in active:
         raise ConfigError(f"choose --competition_id among the active competitions {sorted(active)}")
     return active[wanted]
@@ -175,6 +181,14 @@ def train_config(args: argparse.Namespace, competition: Competition, *, fresh: b
 def build_miner(args: argparse.Namespace, network: Network) -> Miner:
     """Every part of the miner, wired from the command line and the network's ports."""
     competition = choose_competition(args, network)
+    fresh = not (args.load_best or args.load_uid is not None or args.load_model_dir or args.load_repo)
+    load_model_dir = args.load_model_dir
+    if competition.id == SMOL.id:
+        from finetune.smol import ensure_smollm2
+
+        base = ensure_smollm2()  # ConfigError with the install command when the smol extra is missing
+        if fresh:  # a miner fine-tunes the real pretrained model, never a random init of its shape
+            load_model_dir, fresh = base, False
     hotkey = network.wallet.hotkey.ss58_address if network.wallet is not None else ""
     publisher = None
     if not args.offline:
@@ -183,7 +197,6 @@ def build_miner(args: argparse.Namespace, network: Network) -> Miner:
         if isinstance(network.chain, LocalChain) and hotkey:
             network.chain.register(hotkey)  # registration is free on the local network
     model_dir = Path(args.model_dir).expanduser()
-    fresh = not (args.load_best or args.load_uid is not None or args.load_model_dir or args.load_repo)
     config = train_config(args, competition, fresh=fresh)
     # other processes wait while the main one publishes (an upload can take long)
     wait = InitProcessGroupKwargs(timeout=timedelta(hours=2))
@@ -191,7 +204,7 @@ def build_miner(args: argparse.Namespace, network: Network) -> Miner:
     model = start_model(
         competition, chain=network.chain, hub=network.hub,
         download_dir=model_dir / "downloads" / f"start-{accelerator.process_index}",
-        load_best=args.load_best, load_uid=args.load_uid, load_model_dir=args.load_model_dir,
+        load_best=args.load_best, load_uid=args.load_uid, load_model_dir=load_model_dir,
         load_repo=args.load_repo, seed=args.seed, device="cpu", dtype=DTYPES[args.dtype],
         attn_implementation=args.attn_implementation,
     )  # fmt: skip

@@ -2,7 +2,8 @@
 
 Both neurons parse the same flags (``add_network_args``) and call ``connect`` to get the ports. One flag,
 ``--localnet DIR``, switches every port to the local network in DIR (``chain.sqlite``, ``hub/``,
-``wallets/``); without it the conventional bittensor flags apply.
+``wallets/``); without it the conventional bittensor flags apply. ``--localnet.competition`` picks which
+local schedule (``constants.competitions.LOCALNET_SCHEDULES``) the local network runs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from constants import SUBNET_UID
+from constants.competitions import LOCALNET_SCHEDULE, LOCALNET_SCHEDULES, MAINNET_SCHEDULE, ScheduleEntry
 from model.storage.chain.local_chain import LocalChain
 from model.storage.chain.protocol import Chain
 from model.storage.hub.local_hub import LocalHub
@@ -36,10 +38,17 @@ class Network:
     hub: Hub
     wallet: bt.Wallet | None
     localnet: Path | None
+    local_schedule: tuple[ScheduleEntry, ...] = LOCALNET_SCHEDULE
+    """The competitions of the local network (``--localnet.competition``); unused on the real one."""
 
     @property
     def is_local(self) -> bool:
         return self.localnet is not None
+
+    @property
+    def schedule(self) -> tuple[ScheduleEntry, ...]:
+        """The competitions by block on this network."""
+        return self.local_schedule if self.is_local else MAINNET_SCHEDULE
 
 
 def add_network_args(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +61,14 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="run on the embedded local network in DIR (chain file, model hub folder, wallets) "
         "instead of the real Bittensor chain and Hugging Face",
+    )
+    group.add_argument(
+        "--localnet.competition",
+        dest="localnet_competition",
+        choices=sorted(LOCALNET_SCHEDULES),
+        default="local",
+        help="the local network's competitions: 'local' (a tiny model trained from scratch) or 'smol' "
+        "(fine-tune the pretrained SmolLM2-135M-Instruct; needs the smol extra) (default: %(default)s)",
     )
     group.add_argument("--netuid", type=int, default=SUBNET_UID, help="subnet uid (default: %(default)s)")
     group.add_argument(
@@ -72,6 +89,14 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--logging.trace", dest="logging_trace", action="store_true", help="debug logs of libraries too"
     )
+
+
+def local_schedule(args: argparse.Namespace) -> tuple[ScheduleEntry, ...]:
+    """The local network's schedule that ``--localnet.competition`` selects (``local`` if unset)."""
+    name = getattr(args, "localnet_competition", None) or "local"
+    if name not in LOCALNET_SCHEDULES:
+        raise ConfigError(f"--localnet.competition {name!r} is not one of {sorted(LOCALNET_SCHEDULES)}")
+    return LOCALNET_SCHEDULES[name]
 
 
 def local_wallet(wallets_dir: Path, name: str, hotkey: str) -> bt.Wallet:
@@ -97,6 +122,7 @@ def connect(args: argparse.Namespace, *, hub_user: str | None = None, need_walle
 
     localnet: Path | None = args.localnet
     if localnet is not None:
+        schedule = local_schedule(args)
         localnet = localnet.expanduser().resolve()
         localnet.mkdir(parents=True, exist_ok=True)
         wallets_dir = Path(args.wallet_path).expanduser() if args.wallet_path else localnet / "wallets"
@@ -105,7 +131,7 @@ def connect(args: argparse.Namespace, *, hub_user: str | None = None, need_walle
         chain: Chain = LocalChain(localnet / "chain.sqlite", netuid=args.netuid, hotkey=hotkey)
         hub: Hub = LocalHub(localnet / "hub", user=hub_user)
         logger.info("local network in %s (netuid %d)", localnet, args.netuid)
-        return Network(chain=chain, hub=hub, wallet=wallet, localnet=localnet)
+        return Network(chain=chain, hub=hub, wallet=wallet, localnet=localnet, local_schedule=schedule)
 
     from model.storage.chain.bittensor_chain import BittensorChain
     from model.storage.hub.hugging_face import HuggingFaceHub

@@ -15,6 +15,11 @@ and runs them as separate processes:
 then runs the validator (``neurons/validator.py``) for ``--steps`` steps, prints the final leaderboard
 (validator scores and the chain's consensus incentive) and writes ``DIR/validator/leaderboard.html`` and
 ``DIR/summary.json``. ``--miners N`` adds more trained miners with varied budgets.
+
+``--competition smol`` runs the same demo on the smol competition (every process gets
+``--localnet.competition smol``): the miners fine-tune the real pretrained SmolLM2-135M-Instruct (converted
+once by ``finetune.smol``) with a small learning rate and short budgets, and the untrained miner publishes
+that pretrained model untouched.
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ import transformers  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from constants.competitions import LOCAL  # noqa: E402
+from constants.competitions import LOCAL, SMOL, Competition  # noqa: E402
 from finetune.mining import fresh_model  # noqa: E402
 from finetune.publishing import Publisher  # noqa: E402
+from finetune.smol import ensure_smollm2  # noqa: E402
 from finetune.tokenization import load_tokenizer  # noqa: E402
 from finetune.training import save_model  # noqa: E402
 from finetune.validator.state import ValidatorState  # noqa: E402
@@ -50,9 +56,13 @@ from model.network import local_wallet  # noqa: E402
 from model.storage.chain.local_chain import LocalChain  # noqa: E402
 from model.storage.hub.local_hub import LocalHub  # noqa: E402
 from model.tracker import ModelTracker  # noqa: E402
+from utilities.errors import ConfigError  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 PYTHON = sys.executable
+COMPETITIONS = {"local": LOCAL, "smol": SMOL}
+SMOL_MINER_ARGS = ["--lr", "2e-5", "--eval_samples", "32", "--accumulation_steps", "2"]
+"""Fine-tuning the 135M-parameter model on 2 CPU cores: a small learning rate, short held-out evaluations."""
 
 
 @dataclass
@@ -90,17 +100,33 @@ def publisher(root: Path, name: str, hotkey: str) -> Publisher:
     return Publisher(chain=chain, hub=LocalHub(root / "hub", user=name), hotkey=hotkey, wait_s=0.5)
 
 
-def publish_untrained(root: Path, miner: Miner) -> None:
+def base_model(competition: Competition, folder: Path, *, seed: int) -> None:
+    """Write the competition's starting model to ``folder``: a fresh tiny model (local) or a copy of the
+    pretrained SmolLM2 (smol)."""
+    if competition.id == SMOL.id:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(ensure_smollm2(), folder)
+    else:
+        model = fresh_model(competition, seed=seed, dtype=torch.float32)
+        save_model(model, load_tokenizer(competition), folder)
+
+
+def repo_name(miner: Miner, competition: Competition) -> str:
+    return f"{miner.name}/{'tiny' if competition.id == LOCAL.id else competition.id}"
+
+
+def publish_untrained(root: Path, miner: Miner, competition: Competition) -> None:
     folder = root / "miners" / miner.name / "model"
-    save_model(fresh_model(LOCAL, seed=123, dtype=torch.float32), load_tokenizer(LOCAL), folder)
+    base_model(competition, folder, seed=123)
     run_logged(
-        [PYTHON, "scripts/upload_model.py", "--localnet", str(root), "--wallet.name", miner.name,
-         "--model_dir", str(folder), "--hf_repo_id", f"{miner.name}/tiny", "--competition_id", "local"],
+        [PYTHON, "scripts/upload_model.py", "--localnet", str(root), "--localnet.competition", competition.id,
+         "--wallet.name", miner.name, "--model_dir", str(folder),
+         "--hf_repo_id", repo_name(miner, competition), "--competition_id", competition.id],
         root / "logs" / f"{miner.name}.log", wait=True,
     )  # fmt: skip
 
 
-def publish_copy(root: Path, miner: Miner, victim: Miner) -> str:
+def publish_copy(root: Path, miner: Miner, victim: Miner, competition: Competition) -> str:
     chain = LocalChain(root / "chain.sqlite")
     commitment = chain.commitment(victim.hotkey)
     if commitment is None:
@@ -110,18 +136,18 @@ def publish_copy(root: Path, miner: Miner, victim: Miner) -> str:
     shutil.rmtree(copy, ignore_errors=True)
     LocalHub(root / "hub").download(original.repo_id, commit=original.commit or "", dest=copy)
     publisher(root, miner.name, miner.hotkey).publish(
-        copy, repo_id=f"{miner.name}/tiny", competition_id="local"
+        copy, repo_id=repo_name(miner, competition), competition_id=competition.id
     )
     return original.repo_id
 
 
-def publish_pickle(root: Path, miner: Miner) -> Path:
+def publish_pickle(root: Path, miner: Miner, competition: Competition) -> Path:
     folder = root / "miners" / miner.name / "model"
-    save_model(fresh_model(LOCAL, seed=7, dtype=torch.float32), load_tokenizer(LOCAL), folder)
+    base_model(competition, folder, seed=7)
     marker = root / "PICKLE_PAYLOAD_RAN"
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
     publisher(root, miner.name, miner.hotkey).publish(
-        folder, repo_id=f"{miner.name}/tiny", competition_id="local"
+        folder, repo_id=repo_name(miner, competition), competition_id=competition.id
     )
     return marker
 
@@ -170,58 +196,93 @@ def leaderboard(root: Path, miners: list[Miner], validator_hotkey: str) -> dict[
     return {"steps": state.step, "block": graph.block, "miners": rows, "weights_match": match}
 
 
-def main(argv: list[str] | None = None) -> int:
+def plan_miners(count: int, *, smol: bool, quick: bool) -> list[Miner]:
+    """The five roles, then extra trained miners with varied budgets, ``count`` in all."""
+    scale = 1 if quick else 4
+    if smol:  # (epochs, samples per epoch) of the strong and weak miners, fine-tuning 135M params on CPU
+        strong, weak = ((1, 48), (1, 16)) if quick else ((2, 96), (1, 32))
+    else:
+        strong, weak = (2 if quick else 3, 256 * scale), (1, 32 * scale)
+    miners = [
+        Miner("strong", "trained longest", epochs=strong[0], samples=strong[1]),
+        Miner("weak", "trained briefly", epochs=weak[0], samples=weak[1]),
+        Miner("untrained", "base model untouched"),
+        Miner("copier", "re-uploads strong's model"),
+        Miner("pickler", "model with a pickle file"),
+    ]
+    for k in range(max(0, count - len(miners))):
+        samples = 16 * (1 + k % 3) if smol else 64 * scale * (1 + k % 3)
+        miners.append(Miner(f"trainer{k}", "trained", epochs=1 + k % 2, samples=samples))
+    return miners[: max(count, 1)]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--dir", type=Path, default=ROOT / "localnet", help="the local network folder (recreated)"
     )
-    parser.add_argument("--steps", type=int, default=6, help="validator steps")
+    parser.add_argument(
+        "--competition", choices=sorted(COMPETITIONS), default="local",
+        help="local: tiny models trained from scratch; smol: fine-tune the pretrained SmolLM2-135M-Instruct",
+    )  # fmt: skip
+    parser.add_argument("--steps", type=int, default=None, help="validator steps (6; smol: 4)")
     parser.add_argument("--miners", type=int, default=5, help="miners (5 roles, then extra trained miners)")
-    parser.add_argument("--samples", type=int, default=64, help="validator samples per step")
+    parser.add_argument("--samples", type=int, default=None, help="validator samples per step (64; smol: 48)")
     parser.add_argument("--quick", action="store_true", help="small budgets (the end-to-end test)")
     args = parser.parse_args(argv)
+    smol = args.competition == SMOL.id
+    args.steps = args.steps if args.steps is not None else (4 if smol else 6)
+    args.samples = args.samples if args.samples is not None else (48 if smol else 64)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
     started = time.monotonic()
+    competition = COMPETITIONS[args.competition]
+    smol = competition.id == SMOL.id
+    if smol:
+        try:
+            console.print(f"SmolLM2-135M-Instruct in {ensure_smollm2()} (converted once)")
+        except ConfigError as exc:
+            raise SystemExit(f"--competition smol: {exc}") from exc
     root = args.dir.resolve()
     shutil.rmtree(root, ignore_errors=True)
     chain = LocalChain(root / "chain.sqlite", seconds_per_block=1.0)
-    scale = 1 if args.quick else 4
-    miners = [
-        Miner("strong", "trained longest", epochs=2 if args.quick else 3, samples=256 * scale),
-        Miner("weak", "trained briefly", epochs=1, samples=32 * scale),
-        Miner("untrained", "base model untouched"),
-        Miner("copier", "re-uploads strong's model"),
-        Miner("pickler", "model with a pickle file"),
-    ]
-    for k in range(max(0, args.miners - len(miners))):  # more trained miners, varied budgets
-        miners.append(Miner(f"trainer{k}", "trained", epochs=1 + k % 2, samples=64 * scale * (1 + k % 3)))
-    miners = miners[: max(args.miners, 1)]
+    miners = plan_miners(args.miners, smol=smol, quick=args.quick)
     validator = local_wallet(root / "wallets", "validator", "default").hotkey.ss58_address
     chain.register(validator, stake=1000.0, validator_permit=True)
     for miner in miners:
         miner.hotkey = local_wallet(root / "wallets", miner.name, "default").hotkey.ss58_address
         chain.register(miner.hotkey)
     console.print(
-        f"[bold]local network in {root}[/]: 1 validator, {len(miners)} miners; logs in {root / 'logs'}"
+        f"[bold]local network in {root}[/] ({competition.id} competition): 1 validator, "
+        f"{len(miners)} miners; logs in {root / 'logs'}"
     )
 
+    network = ["--localnet", str(root), "--localnet.competition", competition.id]
     for seed, miner in enumerate(miners):
         if miner.epochs:
             miner.process = run_logged(
-                [PYTHON, "neurons/miner.py", "--localnet", str(root), "--wallet.name", miner.name,
-                 "--hf_repo_id", f"{miner.name}/tiny", "--model_dir", str(root / "miners" / miner.name),
+                [PYTHON, "neurons/miner.py", *network, "--wallet.name", miner.name,
+                 "--hf_repo_id", repo_name(miner, competition),
+                 "--model_dir", str(root / "miners" / miner.name),
                  "--num_epochs", str(miner.epochs), "--cortex_samples_per_epoch", str(miner.samples),
-                 "--seed", str(seed), "--wandb.off", "--avg_loss_upload_threshold", "0"],
+                 "--seed", str(seed), "--wandb.off", "--avg_loss_upload_threshold", "0",
+                 *(SMOL_MINER_ARGS if smol else [])],
                 root / "logs" / f"{miner.name}.log", wait=False,
             )  # fmt: skip
     by_name = {m.name: m for m in miners}
     with console.status("miners are training and publishing...") as status:
         if "untrained" in by_name:
-            publish_untrained(root, by_name["untrained"])
+            publish_untrained(root, by_name["untrained"], competition)
         marker = (
-            publish_pickle(root, by_name["pickler"]) if "pickler" in by_name else root / "PICKLE_PAYLOAD_RAN"
+            publish_pickle(root, by_name["pickler"], competition)
+            if "pickler" in by_name
+            else root / "PICKLE_PAYLOAD_RAN"
         )
         for miner in miners:
             if miner.process is not None:
@@ -232,12 +293,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
         if "copier" in by_name and "strong" in by_name:
             chain.advance(2)  # the copy is committed strictly later than the original
-            publish_copy(root, by_name["copier"], by_name["strong"])
+            publish_copy(root, by_name["copier"], by_name["strong"], competition)
     console.print(f"miners done after {time.monotonic() - started:.0f} s; starting the validator")
 
     chain.advance(2)
     run_logged(
-        [PYTHON, "neurons/validator.py", "--localnet", str(root), "--wallet.name", "validator",
+        [PYTHON, "neurons/validator.py", *network, "--wallet.name", "validator",
          "--device", "cpu", "--wandb.off", "--max_steps", str(args.steps),
          "--state_dir", str(root / "validator" / "state"), "--model_dir", str(root / "validator" / "models"),
          "--leaderboard", str(root / "validator" / "leaderboard.html"), "--min_model_age_blocks", "0",
@@ -246,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         root / "logs" / "validator.log", wait=True,
     )  # fmt: skip
     summary = leaderboard(root, miners, validator)
+    summary["competition"] = competition.id
     summary["pickle_payload_ran"] = marker.exists()
     summary["seconds"] = time.monotonic() - started
     (root / "summary.json").write_text(json.dumps(summary, indent=2))

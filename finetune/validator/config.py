@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from constants import BLOCKS_PER_EPOCH, SAMPLES_PER_STEP
-from constants.competitions import LOCALNET_SCHEDULE, MAINNET_SCHEDULE
+from constants.competitions import MAINNET_SCHEDULE, SMOL, ScheduleEntry
 from finetune.checks import ModelChecker
 from finetune.data import SampleSource, make_source
 from finetune.evaluation import Evaluator
 from finetune.validator.records import Reporter
 from finetune.validator.validator import Validator, ValidatorSettings
 from model.cleaner import ModelCleaner
-from model.network import Network, add_network_args
+from model.network import Network, add_network_args, local_schedule
 from model.storage.chain.local_chain import LocalChain
 from model.storage.disk.model_store import DiskModelStore
 from model.tracker import ModelTracker
@@ -128,15 +128,24 @@ def build_reporters(args: argparse.Namespace, settings: ValidatorSettings) -> li
     return reporters
 
 
+def prepare_competitions(schedule: tuple[ScheduleEntry, ...]) -> None:
+    """Make local assets a scheduled competition needs (the smol model, converted once)."""
+    if any(c.id == SMOL.id for entry in schedule for c in entry.competitions):
+        from finetune.smol import ensure_smollm2
+
+        ensure_smollm2()  # ConfigError with the install command when the smol extra is missing
+
+
 def build_validator(args: argparse.Namespace, network: Network) -> Validator:
     """Every part of the validator, wired from the command line and the network's ports."""
     local = network.is_local
+    schedule = local_schedule(args) if local else MAINNET_SCHEDULE
+    prepare_competitions(schedule)
     if local and network.wallet is not None and isinstance(network.chain, LocalChain):
         hotkey = network.wallet.hotkey.ss58_address
         if network.chain.metagraph().uid_of(hotkey) is None:  # registration is free on the local network
             network.chain.register(hotkey, stake=LOCAL_VALIDATOR_STAKE, validator_permit=True)
             logger.info("registered validator %s on the local network", hotkey)
-    schedule = LOCALNET_SCHEDULE if local else MAINNET_SCHEDULE
     state_dir = Path(args.state_dir).expanduser()
     settings = ValidatorSettings(
         state_dir=state_dir,
