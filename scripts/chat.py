@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from transformers import PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
-from constants.competitions import LOCALNET_SCHEDULE, MAINNET_SCHEDULE, Competition  # noqa: E402
+from constants.competitions import LOCALNET_SCHEDULES, MAINNET_SCHEDULE, Competition  # noqa: E402
 from finetune import tokenization  # noqa: E402
 from finetune.checks import ModelChecker  # noqa: E402
 from finetune.miner_config import DTYPES, choose_competition  # noqa: E402
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def known_competition(competition_id: str) -> Competition:
-    for entry in (*LOCALNET_SCHEDULE, *MAINNET_SCHEDULE):
+    local = [entry for schedule in LOCALNET_SCHEDULES.values() for entry in schedule]
+    for entry in (*local, *MAINNET_SCHEDULE):
         for competition in entry.competitions:
             if competition.id == competition_id:
                 return competition
