@@ -75,7 +75,7 @@ class LocalNet:
         return Validator(
             chain=chain,
             source=SyntheticSource("heldout"),
-            evaluator=Evaluator(["cpu"], loader=LOADER, timeout_s=120),
+            evaluator=Evaluator(["cpu"], loader=LOADER, timeout_s=600),  # generous: CI machines are shared
             store=store,
             tracker=tracker,
             updater=ModelUpdater(
