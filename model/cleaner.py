@@ -16,6 +16,13 @@
    place, or a full store would lock new miners out. An evicted model is marked ``rejected`` with
    reason ``"evicted"`` in the tracker (only if the hotkey still has that model: compare and set), so
    the updater does not download it again until its miner commits something new.
+
+   The store's size counts model folders only: temporary download folders (a transfer still running,
+   or an orphan the updater sweeps away after its own grace period) never cause an eviction. When the
+   updater deferred a download for lack of room (``store.wanted_bytes``, at most ``max_bytes``),
+   evaluated models are also evicted until ``max_bytes - wanted_bytes`` is reached, so the next pass
+   can take the new model (a store just under its budget would otherwise keep newcomers out forever);
+   a model never evaluated is not evicted to make room for another.
 """
 
 from __future__ import annotations
@@ -98,7 +105,8 @@ class ModelCleaner:
         for folder in deleted:
             logger.info("deleted unreferenced model folder %s", folder)
         if self._max_bytes is not None:
-            deleted += self._evict(self._max_bytes)
+            wanted = self._store.wanted_bytes
+            deleted += self._evict(self._max_bytes, wanted if 0 < wanted <= self._max_bytes else 0)
         return deleted
 
     def _candidates(self) -> list[_Candidate]:
@@ -115,18 +123,21 @@ class ModelCleaner:
                 logger.warning("cannot size the model folder of %s: %s", hotkey, exc)
         return sorted(candidates, key=_Candidate.eviction_key)
 
-    def _evict(self, max_bytes: int) -> list[Path]:
+    def _evict(self, max_bytes: int, room: int) -> list[Path]:
+        """Evict until the store holds at most ``max_bytes``, and at most ``max_bytes - room`` as long
+        as evaluated models are left (a newcomer never loses its place to make room for another)."""
         total = self._store.size()
         evicted: list[Path] = []
-        if total <= max_bytes:
+        if total <= max_bytes - room:
             return evicted
-        for candidate in self._candidates():
-            if total <= max_bytes:
+        for candidate in self._candidates():  # evaluated models come first
+            if total <= (max_bytes - room if candidate.record.evaluations else max_bytes):
                 break
             record, metadata = candidate.record, candidate.record.metadata
             if metadata is None:
                 continue
-            message = f"evicted: the model store held {total} bytes, over its budget of {max_bytes}"
+            why = "over its budget of" if total > max_bytes else f"short of {room} bytes free under"
+            message = f"evicted: the model store held {total} bytes, {why} {max_bytes}"
             if not self._tracker.set_status(
                 record.hotkey, expected=metadata, status="rejected", reason="evicted", message=message
             ):
@@ -135,13 +146,13 @@ class ModelCleaner:
             total -= candidate.size
             evicted.append(candidate.folder)
             logger.warning(
-                "hotkey %s: evicted model %s@%s (%d bytes, %d evaluations) to keep the store under %d bytes",
+                "hotkey %s: evicted model %s@%s (%d bytes, %d evaluations): %s",
                 record.hotkey,
                 metadata.id.repo_id,
                 metadata.id.commit,
                 candidate.size,
                 len(record.evaluations),
-                max_bytes,
+                message,
             )
         if total > max_bytes:
             logger.warning("model store still holds %d bytes, over its budget of %d", total, max_bytes)

@@ -45,3 +45,31 @@ def hash_directory(path: str | os.PathLike[str]) -> str:
 def hash_with_hotkey(model_hash: str, hotkey: str) -> str:
     """base64(SHA-256(model_hash bytes + hotkey bytes)) (contract, design.md §4)."""
     return _b64(hashlib.sha256(model_hash.encode("utf-8") + hotkey.encode("utf-8")).digest())
+
+
+WEIGHTS_SUFFIX = ".safetensors"
+
+
+def hash_weights(path: str | os.PathLike[str]) -> str:
+    """A hash of the weight files only (``*.safetensors`` anywhere under ``path``), for "identical
+    models count once": a copy that only adds or edits a README or a config key hashes the same.
+
+    Same construction as :func:`hash_directory` (base64 SHA-256 of each file, streamed, fed into one
+    outer SHA-256), except that files are taken in the order of their ``/``-separated relative paths and
+    each path goes into the outer digest before its file's hash, so renaming a shard changes the result.
+    Not a wire format: validators compute it locally.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise NotADirectoryError(f"cannot hash {root}: not a directory")
+    weights = []
+    for dirpath, _, filenames in os.walk(root, followlinks=True):
+        for filename in filenames:
+            if filename.endswith(WEIGHTS_SUFFIX):
+                full = os.path.join(dirpath, filename)
+                weights.append((Path(os.path.relpath(full, root)).as_posix(), full))
+    outer = hashlib.sha256()
+    for relative, full in sorted(weights):
+        # NUL cannot occur in a path and base64 has no newline: the encoding is unambiguous
+        outer.update(f"{relative}\0{hash_file(full)}\n".encode())
+    return _b64(outer.digest())

@@ -57,6 +57,10 @@ class ModelRecord:
     """Wall-clock time before which a failed commitment is not retried."""
     evaluations: tuple[dict[str, Any], ...] = ()
     """Recent evaluation results, oldest first (filled in by the tracker)."""
+    weights_hash: str | None = None
+    """:func:`model.hashing.hash_weights` of what was downloaded (status ok only): identical weights
+    under different READMEs or configs share it, so the validator can count them once. ``None`` in
+    records saved before the field existed."""
 
 
 def _plain(value: object) -> Any:
@@ -252,6 +256,7 @@ def _record_to_json(record: ModelRecord) -> dict[str, Any]:
         "failures": record.failures,
         "retry_at": record.retry_at,
         "evaluations": [dict(e) for e in record.evaluations],
+        "weights_hash": record.weights_hash,
     }
 
 
@@ -293,4 +298,5 @@ def _record_from_json(hotkey: str, raw: object) -> ModelRecord:
         failures=int(raw.get("failures", 0)),
         retry_at=float(raw.get("retry_at", 0.0)),
         evaluations=tuple(evaluations),
+        weights_hash=_optional(raw.get("weights_hash"), str),
     )

@@ -7,6 +7,14 @@ store root; verify the directory hash (plain or hotkey-salted) and the files; on
 into place, so a partial or unverified download is never seen at a model's path. Every outcome goes to
 the :class:`~model.tracker.ModelTracker` and the log. Safety checks live above this package
 (``finetune.checks``) and arrive through the :class:`Checker` protocol.
+
+The hub adapters bound their own transfers (``HuggingFaceHub``: ``transfer_timeout_s`` per attempt, a
+few attempts); ``download_timeout_s`` is a last-resort backstop above that (4 h), never retried: the
+abandoned transfer stays "in flight" and deletes its temporary folder itself when it ends. Each
+``sync_all`` pass deletes temporary folders not in flight and older than ``temp_grace_s``. With
+``max_store_bytes``, a download that would take the store's models over it is deferred (reason
+``"disk"``), its size left in ``store.wanted_bytes`` for the cleaner. An unexpected error (a bug, a
+``RecursionError`` in a check) is a failure like a hub error: recorded, retried after the backoff.
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ import functools
 import logging
 import math
 import os
+import re
 import shutil
-import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,9 +34,9 @@ from typing import Literal, Protocol, TypeVar
 
 from constants.competitions import MAINNET_SCHEDULE, Competition, ScheduleEntry, competition_at
 from model.data import ModelId, ModelMetadata
-from model.hashing import hash_directory, hash_with_hotkey
+from model.hashing import hash_directory, hash_weights, hash_with_hotkey
 from model.storage.chain.protocol import Chain, Commitment
-from model.storage.disk.model_store import DiskModelStore
+from model.storage.disk.model_store import TEMP_PREFIX, DiskModelStore
 from model.storage.hub.protocol import Hub, RepoInfo
 from model.tracker import FINAL_STATUSES, ModelRecord, ModelTracker, Status
 from utilities.errors import (
@@ -44,8 +53,9 @@ from utilities.retry import CallTimeoutError, call_with_timeout
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-TEMP_PREFIX = ".download-"
-"""Temporary download folders: inside the store root, never a valid hotkey name (leading dot)."""
+__all__ = ["TEMP_PREFIX", "Checker", "ModelUpdater", "SyncResult"]
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+"""A pinned commit: a branch or tag name could change under the committed hash."""
 
 Outcome = Status | Literal["no_commitment", "unchanged", "backoff", "deferred"]
 
@@ -121,12 +131,14 @@ class ModelUpdater:
         schedule: Sequence[ScheduleEntry] = MAINNET_SCHEDULE,
         min_age_blocks: int = 10,
         attempts: int = 2,
-        download_timeout_s: float = 3600.0,
-        info_timeout_s: float = 120.0,
+        download_timeout_s: float = 4 * 3600.0,
+        info_timeout_s: float = 600.0,
         retry_wait_s: float = 5.0,
         backoff_s: float = 60.0,
         max_backoff_s: float = 3600.0,
         max_downloads: int = 8,
+        max_store_bytes: int | None = None,
+        temp_grace_s: float = 600.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -134,22 +146,31 @@ class ModelUpdater:
             raise ValueError("need min_age_blocks >= 0, attempts >= 1 and max_downloads >= 1")
         if download_timeout_s <= 0 or info_timeout_s <= 0 or retry_wait_s < 0 or backoff_s < 0:
             raise ValueError("timeouts must be > 0 and waits >= 0")
+        if (max_store_bytes is not None and max_store_bytes < 0) or temp_grace_s < 0:
+            raise ValueError("need max_store_bytes >= 0 and temp_grace_s >= 0")
         self._chain, self._hub, self._store = chain, hub, store
         self._tracker, self._checker, self._schedule = tracker, checker, tuple(schedule)
         self._min_age_blocks, self._attempts, self._max_downloads = min_age_blocks, attempts, max_downloads
         self._download_timeout_s, self._info_timeout_s = download_timeout_s, info_timeout_s
         self._retry_wait_s, self._backoff_s = retry_wait_s, backoff_s
         self._max_backoff_s = max(backoff_s, max_backoff_s)
+        self._max_store_bytes, self._temp_grace_s = max_store_bytes, temp_grace_s
         self._clock, self._sleep = clock, sleep
-        for stale in self._store.root.glob(f"{TEMP_PREFIX}*"):  # left by a crash: never complete
-            logger.info("removing stale partial download %s", stale)
-            shutil.rmtree(stale, ignore_errors=True)
+        self._lock = threading.Lock()
+        self._in_flight: set[Path] = set()  # temporary folders being downloaded (maybe abandoned) or verified
+        for stale in self._store.delete_temp_dirs():  # left by a crash: never complete
+            logger.info("removed stale partial download %s", stale)
 
     def sync_all(self, current_block: int) -> list[SyncResult]:
         """Sync every registered hotkey (earliest commitments first, at most ``max_downloads`` hub
         fetches) and forget hotkeys no longer registered. A chain failure raises ``ChainError``."""
         metagraph = self._chain.metagraph()
         commitments = self._chain.commitments()
+        with self._lock:
+            in_flight = set(self._in_flight)
+        for stale in self._store.delete_temp_dirs(keep=in_flight, grace_s=self._temp_grace_s):
+            logger.warning("removed orphaned partial download %s", stale)
+        self._store.wanted_bytes = 0
         registered = set(metagraph.hotkeys)
         for hotkey in self._tracker.hotkeys():
             if hotkey not in registered and self._tracker.forget(hotkey):
@@ -213,10 +234,21 @@ class ModelUpdater:
             logger.info("hotkey %s: %s deferred to a later sync (download budget)", hotkey, _model(metadata))
             return SyncResult(hotkey, "deferred", "download_budget", "", model_id)
         try:
-            model_hash, params = self._fetch(hotkey, metadata.id, competition)
+            info = self._repo_info(metadata.id, competition)
+            if (full := self._no_room(info)) is not None:
+                logger.info("hotkey %s: %s deferred: %s", hotkey, _model(metadata), full)
+                return SyncResult(hotkey, "deferred", "disk", full, model_id, fetched=True)
+            model_hash, weights, params = self._fetch(hotkey, metadata.id, competition)
         except (_Verdict, FinetuneError, OSError) as exc:  # CallTimeoutError is an OSError
             return self._finish(hotkey, raw, metadata, _as_verdict(exc), previous, fetched=True)
-        self._tracker.put(ModelRecord(hotkey, "ok", raw, metadata, "", "verified", model_hash, params))
+        except Exception as exc:  # a bug or a check's crash: fail with backoff, never refetch at once
+            logger.exception("hotkey %s: unexpected error on %s", hotkey, _model(metadata))
+            internal = _Verdict("failed", "internal", f"{type(exc).__name__}: {exc}")
+            return self._finish(hotkey, raw, metadata, internal, previous, fetched=True)
+        ok = ModelRecord(
+            hotkey, "ok", raw, metadata, "", "verified", model_hash, params, weights_hash=weights
+        )
+        self._tracker.put(ok)
         logger.info("hotkey %s: %s downloaded and verified (%d parameters)", hotkey, _model(metadata), params)
         return SyncResult(hotkey, "ok", "", "verified", metadata.id, fetched=True)
 
@@ -227,6 +259,9 @@ class ModelUpdater:
             raise _Verdict("misconfigured", "no_commit", f"{mid.repo_id} names no commit")
         if mid.hash is None:
             raise _Verdict("misconfigured", "no_hash", f"{mid.repo_id}@{mid.commit} names no hash")
+        if not _COMMIT.fullmatch(mid.commit):
+            problem = f"{mid.repo_id}@{mid.commit}: the commit must be a full 40-hex-digit commit id"
+            raise _Verdict("misconfigured", "commit", problem)
         competition = None
         if mid.competition_id is not None:
             competition = competition_at(mid.competition_id, current_block, schedule=self._schedule)
@@ -239,16 +274,31 @@ class ModelUpdater:
             raise _Verdict("waiting", "too_young", problem)
         return competition
 
-    def _fetch(self, hotkey: str, mid: ModelId, competition: Competition) -> tuple[str, int]:
-        """Check the repository, download, verify and install; returns (plain hash, parameters)."""
-        commit = mid.commit or ""
-        final = self._store.model_dir(hotkey, mid)
-        what = f"{mid.repo_id}@{commit}"
-        read_info = functools.partial(self._hub.repo_info, mid.repo_id, commit=commit)
+    def _repo_info(self, mid: ModelId, competition: Competition) -> RepoInfo:
+        """The repository's metadata, after the checker's look at it (before any download)."""
+        what = f"{mid.repo_id}@{mid.commit}"
+        read_info = functools.partial(self._hub.repo_info, mid.repo_id, commit=mid.commit or "")
         timed = functools.partial(call_with_timeout, read_info, timeout_s=self._info_timeout_s, what=what)
         info = self._retrying(f"repo_info {what}", timed)
         self._checker.check_repo(info, competition)
-        temp = self._retrying(f"download {what}", functools.partial(self._download_once, mid))
+        return info
+
+    def _no_room(self, info: RepoInfo) -> str | None:
+        """Why ``info``'s download must wait for the cleaner (``None``: it fits ``max_store_bytes``)."""
+        if self._max_store_bytes is None:
+            return None
+        used, size, limit = self._store.size(), info.total_size, self._max_store_bytes
+        if used + size <= limit:
+            return None
+        if size <= limit:  # the cleaner makes room for the largest deferred download
+            self._store.wanted_bytes = max(self._store.wanted_bytes, size)
+        return f"{size} bytes to download, the store holds {used} of at most {limit}"
+
+    def _fetch(self, hotkey: str, mid: ModelId, competition: Competition) -> tuple[str, str, int]:
+        """Download, verify and install; returns (plain hash, weights hash, parameters)."""
+        final = self._store.model_dir(hotkey, mid)
+        what = f"{mid.repo_id}@{mid.commit}"
+        temp = self._retrying(f"download {what}", functools.partial(self._download_once, mid), timeouts=False)
         try:
             check_contained(temp)
             plain = hash_directory(temp)
@@ -256,6 +306,7 @@ class ModelUpdater:
                 problem = f"committed hash {mid.hash} is neither {plain} (what the hub serves) nor its salt"
                 raise _Verdict("rejected", "hash_mismatch", f"{problem} with hotkey {hotkey}")
             params = self._checker.check_folder(temp, competition)
+            weights = hash_weights(temp)
             if final.exists():  # a leftover from before a restart: replace it with what was verified
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -264,31 +315,53 @@ class ModelUpdater:
         except OSError as exc:
             raise _Verdict("failed", "disk", f"cannot verify or store {what}: {exc}") from exc
         finally:
-            shutil.rmtree(temp, ignore_errors=True)
-        return plain, params
+            self._release(temp)
+        return plain, weights, params
 
     def _download_once(self, mid: ModelId) -> Path:
-        temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self._store.root))
+        """One download into a fresh temporary folder, in flight until :meth:`_fetch` releases it; a
+        transfer the backstop gave up on stays in flight and releases its folder itself when it ends."""
+        temp = self._store.new_temp_dir()
+        state = {"done": False, "abandoned": False}
+        with self._lock:
+            self._in_flight.add(temp)
+
+        def transfer() -> Path:
+            try:
+                return self._hub.download(mid.repo_id, commit=mid.commit or "", dest=temp)
+            finally:
+                with self._lock:
+                    state["done"] = True
+                    abandoned = state["abandoned"]
+                if abandoned:
+                    self._release(temp)
+
         try:
-            call_with_timeout(
-                functools.partial(self._hub.download, mid.repo_id, commit=mid.commit or "", dest=temp),
-                timeout_s=self._download_timeout_s,
-                what=f"download {mid.repo_id}@{mid.commit}",
-            )
+            what = f"download {mid.repo_id}@{mid.commit}"
+            call_with_timeout(transfer, timeout_s=self._download_timeout_s, what=what)
         except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
+            with self._lock:
+                state["abandoned"] = not state["done"]
+            if not state["abandoned"]:
+                self._release(temp)
             raise
         return temp
 
-    def _retrying(self, what: str, fn: Callable[[], T]) -> T:
-        """``fn()`` with up to ``attempts`` tries on transient hub errors (never on not-found)."""
+    def _release(self, temp: Path) -> None:
+        shutil.rmtree(temp, ignore_errors=True)
+        with self._lock:
+            self._in_flight.discard(temp)
+
+    def _retrying(self, what: str, fn: Callable[[], T], *, timeouts: bool = True) -> T:
+        """``fn()`` with up to ``attempts`` tries on transient hub errors (timeouts only if ``timeouts``)."""
+        retry_on: tuple[type[Exception], ...] = (HubError, CallTimeoutError) if timeouts else (HubError,)
         attempt = 1
         while True:
             try:
                 return fn()
             except RepoNotFoundError:
                 raise
-            except (HubError, CallTimeoutError) as exc:
+            except retry_on as exc:
                 if attempt >= self._attempts:
                     raise
                 logger.warning("%s failed (attempt %d/%d): %s", what, attempt, self._attempts, exc)

@@ -99,6 +99,34 @@ def test_budget_evicts_least_useful_first_and_never_evaluated_last(tmp_path: Pat
     assert cleaner.clean() == [store.model_dir("hk-new", mid("hk-new"))]
 
 
+def test_room_for_a_deferred_download_evicts_evaluated_models_only(tmp_path: Path) -> None:
+    store, tracker = DiskModelStore(tmp_path), ModelTracker()
+    for hotkey, weights in (("hk-good", (0.9,)), ("hk-poor", (0.1,)), ("hk-new", ())):
+        put_folder(store, hotkey, mid(hotkey))
+        track(tracker, hotkey, mid(hotkey), *weights)
+    cleaner = ModelCleaner(store, tracker, grace_s=GRACE, max_bytes=350)
+    assert cleaner.clean() == []  # 300 bytes: within budget
+    store.wanted_bytes = 100  # the updater deferred a 100-byte download
+    assert cleaner.clean() == [store.model_dir("hk-poor", mid("hk-poor"))]
+    assert tracker.get("hk-poor").reason == "evicted"  # type: ignore[union-attr]
+    store.wanted_bytes = 250
+    assert cleaner.clean() == [store.model_dir("hk-good", mid("hk-good"))]  # hk-new keeps its place
+    store.wanted_bytes = 351  # more than the whole budget: cannot be helped, nothing is evicted
+    put_folder(store, "hk-more", mid("hk-more"))
+    track(tracker, "hk-more", mid("hk-more"), 0.5)
+    assert cleaner.clean() == []
+
+
+def test_temporary_download_folders_never_cause_an_eviction(tmp_path: Path) -> None:
+    store, tracker = DiskModelStore(tmp_path), ModelTracker()
+    put_folder(store, "hk-a", mid("a"))
+    track(tracker, "hk-a", mid("a"), 0.5)
+    temp = store.new_temp_dir()  # a download still running (or orphaned)
+    (temp / "model.safetensors").write_bytes(b"x" * 1000)
+    assert ModelCleaner(store, tracker, grace_s=GRACE, max_bytes=150).clean() == []
+    assert temp.is_dir() and store.model_dir("hk-a", mid("a")).is_dir()
+
+
 def test_options_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         ModelCleaner(DiskModelStore(tmp_path), ModelTracker(), grace_s=-1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model.hashing import hash_directory, hash_file, hash_with_hotkey
+from model.hashing import hash_directory, hash_file, hash_weights, hash_with_hotkey
 
 
 def _b64sha(data: bytes) -> str:
@@ -79,3 +79,54 @@ def test_hash_directory_rejects_a_file(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError):
         hash_directory(tmp_path / "f")
+
+
+def _model(root: Path) -> Path:
+    (root / "shards").mkdir(parents=True)
+    (root / "model.safetensors").write_bytes(b"\x01" * 3000)
+    (root / "shards" / "b.safetensors").write_bytes(b"bravo weights")
+    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (root / "README.md").write_text("my model")
+    return root
+
+
+def test_hash_weights_hand_computed(tmp_path: Path) -> None:
+    root = _model(tmp_path)
+    outer = hashlib.sha256()
+    for relative in ("model.safetensors", "shards/b.safetensors"):
+        outer.update(f"{relative}\0{_b64sha((root / relative).read_bytes())}\n".encode())
+    assert hash_weights(root) == base64.b64encode(outer.digest()).decode()
+
+
+def test_hash_weights_ignores_everything_but_the_weights(tmp_path: Path) -> None:
+    root = _model(tmp_path)
+    before, directory = hash_weights(root), hash_directory(root)
+    (root / "README.md").write_text("my very own model")
+    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "note": 1}')
+    (root / "extra").mkdir()
+    (root / "extra" / "generation_config.json").write_text("{}")
+    assert hash_directory(root) != directory  # the commitment hash sees the copy as new ...
+    assert hash_weights(root) == before  # ... the weights hash does not
+
+
+def test_hash_weights_changes_with_any_weight_byte_or_name(tmp_path: Path) -> None:
+    root = _model(tmp_path)
+    before = hash_weights(root)
+    data = bytearray((root / "model.safetensors").read_bytes())
+    data[1234] ^= 1
+    (root / "model.safetensors").write_bytes(bytes(data))
+    assert hash_weights(root) != before
+    data[1234] ^= 1
+    (root / "model.safetensors").write_bytes(bytes(data))
+    assert hash_weights(root) == before
+    (root / "shards" / "b.safetensors").rename(root / "shards" / "c.safetensors")
+    assert hash_weights(root) != before
+    (root / "shards" / "c.safetensors").rename(root / "shards" / "b.safetensors")
+    (root / "shards" / "more.safetensors").write_bytes(b"")
+    assert hash_weights(root) != before
+
+
+def test_hash_weights_rejects_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        hash_weights(tmp_path / "f")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -47,6 +48,27 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     record = loaded.get("hk-a")
     assert record is not None and record.evaluations[0] == {"step": 1, "mean_loss": 1.5, "win_rate": 0.25}
     assert [p.name for p in path.parent.iterdir()] == ["tracker.json"]  # atomic write left no temp
+
+
+def test_weights_hash_round_trip_and_files_without_it(tmp_path: Path) -> None:
+    tracker = ModelTracker()
+    tracker.put(dataclasses.replace(ok("hk-a"), weights_hash="weights="))
+    tracker.put(ok("hk-b", meta("other")))
+    path = tmp_path / "tracker.json"
+    tracker.save(path)
+    data = json.loads(path.read_text())
+    assert data["models"]["hk-a"]["weights_hash"] == "weights="
+    assert data["models"]["hk-b"]["weights_hash"] is None
+    loaded = ModelTracker.load(path)
+    assert loaded.records() == tracker.records()
+    assert loaded.get("hk-a").weights_hash == "weights="  # type: ignore[union-attr]
+    del data["models"]["hk-a"]["weights_hash"]  # a file saved before the field existed
+    path.write_text(json.dumps(data))
+    old = ModelTracker.load(path)
+    assert old.hotkeys() == ["hk-a", "hk-b"] and old.get("hk-a").weights_hash is None  # type: ignore[union-attr]
+    data["models"]["hk-a"]["weights_hash"] = 12  # wrong type: that record is skipped
+    path.write_text(json.dumps(data))
+    assert ModelTracker.load(path).hotkeys() == ["hk-b"]
 
 
 def test_missing_file_is_an_empty_tracker(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

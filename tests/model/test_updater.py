@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -9,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from constants.competitions import LOCALNET_SCHEDULE, Competition, ScheduleEntry
+from model.cleaner import ModelCleaner
 from model.data import ModelId
-from model.hashing import hash_directory, hash_with_hotkey
+from model.hashing import hash_directory, hash_weights, hash_with_hotkey
 from model.storage.chain.local_chain import LocalChain
 from model.storage.disk.model_store import DiskModelStore
 from model.storage.hub.local_hub import LocalHub
@@ -120,13 +123,17 @@ class Net:
         )
         self._uploads = 0
 
-    def upload(self, namespace: str, weights: bytes = b"w" * 64, *, public: bool = True) -> tuple[str, str]:
+    def upload(
+        self, namespace: str, weights: bytes = b"w" * 64, *, public: bool = True, readme: str = ""
+    ) -> tuple[str, str]:
         """Upload a model as a miner would; returns (commit, plain hash)."""
         self._uploads += 1
         folder = self.tmp / "src" / str(self._uploads)
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(weights)
         (folder / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+        if readme:
+            (folder / "README.md").write_text(readme)
         hub = LocalHub(self.tmp / "hub", user=namespace)
         hub.create_repo(f"{namespace}/ft")
         commit = hub.upload_folder(f"{namespace}/ft", folder)
@@ -369,7 +376,7 @@ class CrashingChecker(FakeChecker):
 
 def test_sync_all_isolates_failures_bounds_downloads_and_forgets(tmp_path: Path) -> None:
     # one hotkey's unexpected error must not stop the others
-    net = Net(tmp_path, CrashingChecker(), max_downloads=1)
+    net = Net(tmp_path, CrashingChecker(), max_downloads=2)  # the crash is a fetch too
     net.tracker.put(ModelRecord("hk-gone", "rejected", reason="hash_mismatch"))
     net.publish("hk-1", "crash")
     net.commit("hk-2", "garbage")
@@ -405,3 +412,151 @@ def test_options_are_validated(tmp_path: Path) -> None:
         Net(tmp_path, attempts=0)
     with pytest.raises(ValueError):
         Net(tmp_path, download_timeout_s=0)
+    with pytest.raises(ValueError):
+        Net(tmp_path, max_store_bytes=-1)
+    with pytest.raises(ValueError):
+        Net(tmp_path, temp_grace_s=-1)
+
+
+def test_weights_hash_is_recorded_and_ignores_non_weight_files(net: Net) -> None:
+    net.publish("hk-orig", "alice")
+    net.publish("hk-copy", "bob", readme="totally my own model")  # same weights, one file more
+    net.chain.advance(MIN_AGE)
+    assert net.sync("hk-orig").outcome == "ok" and net.sync("hk-copy").outcome == "ok"
+    orig, copy = net.tracker.get("hk-orig"), net.tracker.get("hk-copy")
+    assert orig is not None and copy is not None and orig.metadata is not None
+    assert orig.model_hash != copy.model_hash
+    folder = net.store.check("hk-orig", orig.metadata.id)
+    assert orig.weights_hash == copy.weights_hash == hash_weights(folder)
+
+
+class ExplodingChecker(FakeChecker):
+    def check_folder(self, path: Path, competition: Competition) -> int:
+        super().check_folder(path, competition)
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+
+def test_unexpected_error_is_a_failure_with_backoff(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    net = Net(tmp_path, ExplodingChecker())
+    net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE)
+    with caplog.at_level(logging.WARNING, logger="model.updater"):
+        (result,) = net.updater.sync_all(net.chain.current_block())
+    assert (result.outcome, result.reason, result.fetched) == ("failed", "internal", True)
+    assert "RecursionError" in result.message
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1 and "hk-a" in tracebacks[0].getMessage()
+    record = net.tracker.get("hk-a")
+    assert record is not None and (record.status, record.reason, record.failures) == ("failed", "internal", 1)
+    assert record.retry_at == net.clock.now + 60
+    assert net.leftovers() == [] and net.store.hotkeys() == []
+    assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["backoff"]
+    assert net.hub.calls["download"] == 1
+    net.clock.now += 61
+    assert net.sync("hk-a").outcome == "failed" and net.tracker.get("hk-a").failures == 2  # type: ignore[union-attr]
+    assert net.hub.calls["download"] == 2
+
+
+class LateHub(CountingHub):
+    """Downloads that finish after the updater stopped waiting, still writing into ``dest``."""
+
+    def __init__(self, inner: LocalHub) -> None:
+        super().__init__(inner)
+        self.release = threading.Event()
+        self.finished = threading.Event()
+
+    def download(self, repo_id: str, *, commit: str, dest: Path) -> Path:
+        self.calls["download"] += 1
+        try:
+            self.release.wait(10)
+            return self.inner.download(repo_id, commit=commit, dest=dest)
+        finally:
+            self.finished.set()
+
+
+def test_abandoned_download_is_kept_in_flight_then_removes_itself(tmp_path: Path) -> None:
+    net = Net(tmp_path, download_timeout_s=0.3, temp_grace_s=0.0)
+    hub = net.hub = net.updater._hub = LateHub(net.hub.inner)  # type: ignore[assignment]
+    net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE)
+    (result,) = net.updater.sync_all(net.chain.current_block())
+    assert (result.outcome, result.reason) == ("failed", "hub") and "did not finish" in result.message
+    assert hub.calls["download"] == 1  # the backstop timeout is not retried: the transfer still runs
+    (temp,) = net.leftovers()
+    net.clock.now += 61  # backoff over: the next pass retries, but keeps the folder still in flight
+    hub.release.set()  # the first transfer writes its files now; the retry downloads at once
+    assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["ok"]
+    assert hub.finished.wait(5)
+    deadline = time.monotonic() + 5
+    while temp.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not temp.exists() and net.leftovers() == []
+    assert net.updater._in_flight == set()
+
+
+def test_in_flight_download_survives_a_pass_and_is_not_counted(tmp_path: Path) -> None:
+    net = Net(tmp_path, download_timeout_s=0.3, temp_grace_s=0.0)
+    hub = net.hub = net.updater._hub = LateHub(net.hub.inner)  # type: ignore[assignment]
+    net.publish("hk-a", "alice")
+    net.chain.advance(MIN_AGE)
+    assert net.sync("hk-a").outcome == "failed"
+    (temp,) = net.leftovers()
+    (temp / "partial.safetensors").write_bytes(b"x" * 1000)  # what the running transfer wrote so far
+    assert net.store.size() == 0
+    assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["backoff"]
+    assert temp.is_dir()  # in flight: never swept, whatever its age
+    hub.release.set()
+    assert hub.finished.wait(5)
+    deadline = time.monotonic() + 5
+    while temp.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not temp.exists()
+
+
+def test_orphaned_temp_folders_are_swept_after_the_grace(tmp_path: Path) -> None:
+    net = Net(tmp_path, temp_grace_s=600.0)
+    old, young = net.store.new_temp_dir(), net.store.new_temp_dir()
+    (old / "model.safetensors").write_bytes(b"left by a hub's abandoned attempt")
+    then = time.time() - 601
+    os.utime(old, (then, then))
+    net.updater.sync_all(net.chain.current_block())
+    assert not old.exists() and young.is_dir()
+
+
+@pytest.mark.parametrize("commit", ["main", "v1.0", "A" * 40, "a" * 39, "g" * 40])
+def test_commit_that_is_not_a_pinned_hex_id_is_misconfigured(net: Net, commit: str) -> None:
+    _, plain = net.upload("alice")
+    net.commit("hk-a", ModelId("alice", "ft", commit, plain, "local").to_compressed_str())
+    net.chain.advance(MIN_AGE)
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason, result.fetched) == ("misconfigured", "commit", False)
+    assert net.hub.calls == Counter()
+    assert net.sync("hk-a").outcome == "unchanged"
+
+
+def test_download_that_would_overfill_the_store_waits_for_the_cleaner(tmp_path: Path) -> None:
+    net = Net(tmp_path, max_store_bytes=200)
+    cleaner = ModelCleaner(net.store, net.tracker, grace_s=3600, max_bytes=200)
+    net.publish("hk-a", "alice", weights=b"a" * 80)
+    net.chain.advance(MIN_AGE)
+    assert net.sync("hk-a").outcome == "ok"
+    net.publish("hk-b", "bob", weights=b"b" * 80)
+    net.chain.advance(MIN_AGE)
+    first = {r.hotkey: r for r in net.updater.sync_all(net.chain.current_block())}
+    assert (first["hk-b"].outcome, first["hk-b"].reason, first["hk-b"].fetched) == ("deferred", "disk", True)
+    assert net.hub.calls["download"] == 1 and net.tracker.get("hk-b") is None
+    assert 0 < net.store.wanted_bytes <= 200 and net.store.size() + net.store.wanted_bytes > 200
+    assert cleaner.clean() == []  # hk-a was never evaluated: it keeps its place
+    net.tracker.record_evaluation("hk-a", {"step": 1, "weight": 0.0})
+    assert cleaner.clean() == [net.store.model_dir("hk-a", net.tracker.get("hk-a").metadata.id)]  # type: ignore[union-attr]
+    second = {r.hotkey: r.outcome for r in net.updater.sync_all(net.chain.current_block())}
+    assert second == {"hk-a": "unchanged", "hk-b": "ok"} and net.store.wanted_bytes == 0
+    assert net.hub.calls["download"] == 2
+
+
+def test_download_larger_than_the_whole_budget_asks_for_no_room(tmp_path: Path) -> None:
+    net = Net(tmp_path, max_store_bytes=50)
+    net.publish("hk-a", "alice", weights=b"a" * 80)
+    net.chain.advance(MIN_AGE)
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason) == ("deferred", "disk") and net.store.wanted_bytes == 0

@@ -4,6 +4,11 @@ hotkey and commit, real files only.
 Every path is built from validated parts (``ModelId`` accepts only plain names; hotkeys are checked
 here) and resolved with :func:`utilities.files.safe_join`, so no file of a miner lands outside its
 folder; :meth:`DiskModelStore.check` verifies a downloaded folder holds no escaping symlink.
+
+Downloads land first in temporary folders ``<root>/.download-*`` (never a hotkey name: leading dot),
+made by :meth:`DiskModelStore.new_temp_dir` and removed by the updater. They are not models: the
+:meth:`DiskModelStore.size` that disk budgets use counts model folders only, so a stray or still-running
+download never makes the cleaner evict a model.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from model.data import ModelId
@@ -20,6 +26,8 @@ from utilities.errors import ModelStoreError
 from utilities.files import check_contained, safe_join
 
 _HOTKEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TEMP_PREFIX = ".download-"
+"""Temporary download folders: inside the store root (same filesystem: moved into place by rename)."""
 
 
 def folder_bytes(path: Path) -> int:
@@ -28,8 +36,11 @@ def folder_bytes(path: Path) -> int:
     for dirpath, _, filenames in os.walk(path):
         for filename in filenames:
             entry = Path(dirpath, filename)
-            if not entry.is_symlink():
-                total += entry.stat().st_size
+            try:
+                if not entry.is_symlink():
+                    total += entry.stat().st_size
+            except FileNotFoundError:
+                continue  # deleted while we walked
     return total
 
 
@@ -39,6 +50,9 @@ class DiskModelStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.wanted_bytes = 0
+        """Room a download deferred for lack of space needs (set by the updater each pass, 0 if none):
+        the cleaner evicts to ``max_bytes - wanted_bytes`` so the store can take it."""
 
     def hotkey_dir(self, hotkey: str) -> Path:
         if not _HOTKEY.fullmatch(hotkey):
@@ -68,8 +82,34 @@ class DiskModelStore:
         return sorted(p for p in base.glob("*/*/*") if p.is_dir()) if base.is_dir() else []
 
     def size(self, hotkey: str | None = None) -> int:
-        """Bytes stored for ``hotkey``, or for every hotkey."""
-        return folder_bytes(self.root if hotkey is None else self.hotkey_dir(hotkey))
+        """Bytes of the models stored for ``hotkey``, or for every hotkey (temporary download folders
+        and anything else that is not a hotkey's folder are not counted)."""
+        hotkeys = self.hotkeys() if hotkey is None else [hotkey]
+        return sum(folder_bytes(self.hotkey_dir(h)) for h in hotkeys)
+
+    def new_temp_dir(self) -> Path:
+        """A fresh, empty temporary download folder inside the store root."""
+        return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
+
+    def temp_dirs(self) -> list[Path]:
+        return sorted(p for p in self.root.glob(f"{TEMP_PREFIX}*") if p.is_dir())
+
+    def delete_temp_dirs(
+        self, *, keep: Collection[Path] = (), grace_s: float = 0.0, now: float | None = None
+    ) -> list[Path]:
+        """Delete the temporary download folders not in ``keep`` and last modified more than ``grace_s``
+        ago; returns the deleted folders."""
+        now = time.time() if now is None else now
+        deleted = []
+        for folder in self.temp_dirs():
+            try:
+                if folder in keep or now - folder.stat().st_mtime < grace_s:
+                    continue
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            shutil.rmtree(folder, ignore_errors=True)
+            deleted.append(folder)
+        return deleted
 
     def delete(self, hotkey: str) -> None:
         shutil.rmtree(self.hotkey_dir(hotkey), ignore_errors=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from model.data import ModelId
-from model.storage.disk.model_store import DiskModelStore
+from model.storage.disk.model_store import TEMP_PREFIX, DiskModelStore
 from utilities.errors import ModelStoreError, UnsafePathError
 
 
@@ -57,3 +57,21 @@ def test_delete_unreferenced_respects_grace(tmp_path: Path) -> None:
     assert sorted(deleted) == sorted([old, gone])
     assert keep.is_dir() and not old.exists()
     assert store.hotkeys() == ["hk1"]
+
+
+def test_temporary_download_folders(tmp_path: Path) -> None:
+    store = DiskModelStore(tmp_path)
+    put(store, "hk1", mid("a", "c1"), size=10)
+    busy, old, young = store.new_temp_dir(), store.new_temp_dir(), store.new_temp_dir()
+    for folder in (busy, old, young):
+        assert folder.parent == store.root and folder.name.startswith(TEMP_PREFIX)
+        (folder / "model.safetensors").write_bytes(b"x" * 100)
+    assert store.temp_dirs() == sorted([busy, old, young]) and store.hotkeys() == ["hk1"]
+    assert store.size() == 10  # models only
+    now = os.stat(young).st_mtime + 50
+    for folder in (busy, old):
+        os.utime(folder, (now - 1000, now - 1000))
+    assert store.delete_temp_dirs(keep={busy}, grace_s=100, now=now) == [old]
+    assert store.temp_dirs() == sorted([busy, young])
+    assert sorted(store.delete_temp_dirs()) == sorted([busy, young]) and store.temp_dirs() == []
+    assert store.size() == 10
