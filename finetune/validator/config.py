@@ -160,12 +160,13 @@ def build_validator(args: argparse.Namespace, network: Network) -> Validator:
     )
     store = DiskModelStore(Path(args.model_dir).expanduser())
     tracker = ModelTracker.load(settings.tracker_file)
+    max_store_bytes = int(args.max_model_dir_gb * 1024**3)
     updater = ModelUpdater(
         network.chain, network.hub, store, tracker, ModelChecker(),
-        schedule=schedule, min_age_blocks=args.min_model_age_blocks,
+        schedule=schedule, min_age_blocks=args.min_model_age_blocks, max_store_bytes=max_store_bytes,
     )  # fmt: skip
     cleaner = ModelCleaner(
-        store, tracker, grace_s=args.grace_period_minutes * 60, max_bytes=int(args.max_model_dir_gb * 1024**3)
+        store, tracker, grace_s=args.grace_period_minutes * 60, max_bytes=max_store_bytes
     )
     devices = [d.strip() for d in (args.device or default_device()).split(",") if d.strip()]
     evaluator = Evaluator(

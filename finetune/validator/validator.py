@@ -138,7 +138,8 @@ class Validator:
             uids,
             {uid_of[hk]: results[hk].losses for hk in chosen},
             {uid_of[hk]: _metadata(candidates[hk]).block for hk in chosen},
-            {uid_of[hk]: candidates[hk].model_hash for hk in chosen},
+            # identical weights count once, whatever other files (README, config keys) a copy changed
+            {uid_of[hk]: candidates[hk].weights_hash or candidates[hk].model_hash for hk in chosen},
             competition=competition,
             current_block=block,
             temperature=self.settings.temperature,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> LocalNet:
     network.publish("good_b", save_tiny(root / "src" / "b", seed=2), salted=True)
     network.chain.advance(1)
     network.publish("copier", good)  # the same files, committed a block later
+    disguised = root / "src" / "disguised"
+    shutil.copytree(good, disguised)
+    (disguised / "README.md").write_text("my own model, honest\n")  # same weights, other files
+    network.publish("copier_readme", disguised)
     network.publish("crash_c", save_tiny(root / "src" / "c", seed=3))
     network.publish("nan_d", build_nan_weights(root / "src" / "d"))
     return network
@@ -30,7 +35,7 @@ def test_a_step_scores_good_models_and_isolates_bad_ones(net: LocalNet) -> None:
     validator = net.validator()
     try:
         validator.sync_models()
-        for hotkey in ("good_a", "good_b", "copier", "crash_c"):
+        for hotkey in ("good_a", "good_b", "copier", "copier_readme", "crash_c"):
             record = validator.tracker.get(hotkey)
             assert record is not None and record.status == "ok", hotkey
         rejected = validator.tracker.get("nan_d")
@@ -39,8 +44,9 @@ def test_a_step_scores_good_models_and_isolates_bad_ones(net: LocalNet) -> None:
         report = validator.step()
         assert report is not None and report.competition_id == "local" and report.n_samples == 24
         rows = {row.hotkey: row for row in report.rows}
-        assert set(rows) == {"good_a", "good_b", "copier", "crash_c"}
-        assert "same model" in rows["copier"].note and rows["copier"].weight == 0.0
+        assert set(rows) == {"good_a", "good_b", "copier", "copier_readme", "crash_c"}
+        for copier in ("copier", "copier_readme"):  # identical weights count once, README or not
+            assert "same model" in rows[copier].note and rows[copier].weight == 0.0
         assert "crashed" in rows["crash_c"].note and math.isinf(rows["crash_c"].mean_loss)
         assert rows["crash_c"].win_rate == 0.0
         for hotkey in ("good_a", "good_b"):
