@@ -2,29 +2,31 @@
 
 Nothing here imports, unpickles or executes anything from a miner's repository. ``check_repo`` reads hub
 metadata only; ``check_folder`` reads what was downloaded (file names, ``config.json``, safetensors headers,
-then every tensor in bounded chunks); ``load_model`` loads a checked folder with safetensors only, no remote
-code, no network. Every refusal raises :class:`ModelRejectedError` with a short reason code.
+which must match the model the config describes, built on the meta device, then every tensor in bounded
+chunks, see :mod:`finetune.safetensors_scan`); ``load_model`` loads a checked folder with safetensors only,
+no remote code, no network. Every refusal raises :class:`ModelRejectedError` with a short reason code.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import math
 import os
 import re
 import stat
-import struct
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from constants.competitions import Competition
+from finetune.safetensors_scan import SCAN_BYTES_PER_ELEMENT, Header, read_safetensors_header, scan_weights
 from model.storage.hub.protocol import RepoInfo
 from utilities.errors import ModelRejectedError, UnsafePathError
 from utilities.files import check_contained
@@ -46,10 +48,14 @@ PROJECTION = re.compile(
     r"(?:^|\.)(?:[qkvo]_proj|gate_proj|up_proj|down_proj|gate_up_proj|qkv_proj|out_proj|query_key_value"
     r"|dense\w*|fc\d*|c_fc|c_attn|c_proj)\.weight$"
 )
-DTYPE_BYTES = dict.fromkeys(("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3"), 1) | dict.fromkeys(("I16", "U16"), 2)
-DTYPE_BYTES |= {"F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-FLOAT_DTYPES = frozenset({"F8_E5M2", "F8_E4M3", "F16", "BF16", "F32", "F64"})
 MAX_JSON_BYTES = 16 * 1024**2
+MAX_JSON_DEPTH = 64
+MAX_JSON_VALUES = 2_000_000
+"""Bounds on the values walked in a config (real ones nest under 10 deep and hold well under a million)."""
+LAYER_COUNT_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+"""Config keys whose value is a number of layers, each of which needs tensors in the weight files."""
+MAX_LAYERS = 512
+"""More layers than any real model (Llama 3.1 405B has 126); building 512 on the meta device takes ~0.7 s."""
 UNSAFE_PART = re.compile(r"(?:^|/)\.?(?:/|$)|[\x00-\x1f\x7f]")
 """An empty or ``.`` path part (the empty name included), or a control character."""
 Rejected = ModelRejectedError
@@ -140,25 +146,43 @@ def check_weight_files(folder: Path, files: dict[str, int], *, max_json_bytes: i
     return [folder / name for name in sorted(files) if name.lower().endswith(".safetensors")]
 
 
-def _code_keys(value: Any, where: str, keys: frozenset[str]) -> list[str]:
-    if isinstance(value, dict):
-        found = [f"{where}{k}" for k in value if k in keys]
-        for key, sub in value.items():
-            found += _code_keys(sub, f"{where}{key}.", keys)
-        return found
-    if isinstance(value, list):
-        return [hit for i, sub in enumerate(value) for hit in _code_keys(sub, f"{where}{i}.", keys)]
-    return []
+def _code_keys(value: dict[str, Any], keys: frozenset[str], source: str) -> list[str]:
+    """Paths (``a.0.b``) of every key of ``keys`` in a JSON value, walked with an explicit stack; a value
+    nested deeper than :data:`MAX_JSON_DEPTH` or holding over :data:`MAX_JSON_VALUES` is refused
+    (``invalid_config``)."""
+    found: list[str] = []
+    stack: list[tuple[Any, Any, int]] = [(value, None, 0)]  # (container, (key, parent path) | None, depth)
+    walked = 0
+    while stack:
+        node, path, depth = stack.pop()
+        walked += len(node)
+        if depth > MAX_JSON_DEPTH or walked > MAX_JSON_VALUES:
+            bounds = f"{MAX_JSON_DEPTH} levels, {MAX_JSON_VALUES} values"
+            raise Rejected("invalid_config", f"{source} nests too deep or holds too much (limits {bounds})")
+        for key, sub in node.items() if isinstance(node, dict) else enumerate(node):
+            if key in keys:
+                found.append(_json_path((key, path)))
+            if isinstance(sub, dict | list):
+                stack.append((sub, (key, path), depth + 1))
+    return found
+
+
+def _json_path(path: Any) -> str:
+    parts: list[str] = []
+    while path is not None:
+        parts.append(str(path[0])[:64])
+        path = path[1]
+    return ".".join(reversed(parts))
 
 
 def check_no_code(folder: Path, config: dict[str, Any], *, max_json_bytes: int) -> None:
     """Refuse custom-code hints (``remote_code``): any :data:`CODE_KEYS` in ``config.json``, an ``auto_map``
     in any other ``*config*.json``."""
-    found = _code_keys(config, "", CODE_KEYS)
+    found = _code_keys(config, CODE_KEYS, "config.json")
     for path in sorted(folder.glob("*config*.json")):
         if path.name != "config.json":
             other = read_json(path, max_bytes=max_json_bytes)
-            found += [f"{path.name}:{k}" for k in _code_keys(other, "", frozenset({"auto_map"}))]
+            found += [f"{path.name}:{k}" for k in _code_keys(other, frozenset({"auto_map"}), path.name)]
     if found:
         raise Rejected("remote_code", f"config asks for custom code or kernels: {', '.join(found)}")
 
@@ -175,69 +199,55 @@ def check_architecture(config: dict[str, Any], competition: Competition) -> str:
     return str(archs[0])
 
 
-def _tensor_entry(entry: Any, data_bytes: int) -> tuple[str, list[int]] | None:
-    """``(dtype, shape)`` of a header entry whose byte range matches its size and lies in the data."""
-    if not isinstance(entry, dict):
-        return None
-    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_BYTES or not isinstance(shape, list) or not isinstance(offsets, list):
-        return None
-    if len(offsets) != 2 or not all(type(v) is int and v >= 0 for v in [*shape, *offsets]):
-        return None
-    end = offsets[0] + math.prod(shape) * DTYPE_BYTES[dtype]
-    return (dtype, shape) if end == offsets[1] <= data_bytes else None
-
-
-def read_safetensors_header(path: Path, *, max_header_bytes: int) -> dict[str, tuple[str, list[int]]]:
-    """``tensor name -> (dtype, shape)`` from the header of a safetensors file, reading at most
-    ``max_header_bytes`` and checking every entry against the file size (``invalid_weights``)."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise Rejected("invalid_weights", f"{path.name} is too short for a safetensors file")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > max_header_bytes or 8 + length > size:
-            bounds = f"{size}-byte file, limit {max_header_bytes}"
-            raise Rejected("invalid_weights", f"{path.name} claims a {length}-byte header ({bounds})")
-        raw = handle.read(length)
+def _meta_model(config: dict[str, Any], architecture: str) -> torch.nn.Module:
+    """The model ``config`` describes (its ``model_type`` already checked), built on the meta device: shapes
+    only, nothing allocated, no code or file of the miner involved (``invalid_config`` if it cannot be)."""
     try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise Rejected("invalid_weights", f"{path.name} has a malformed header: {exc}") from exc
-    if not isinstance(header, dict):
-        raise Rejected("invalid_weights", f"{path.name} header is not a JSON object")
-    tensors: dict[str, tuple[str, list[int]]] = {}
-    data_bytes = size - 8 - length
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        tensor = _tensor_entry(entry, data_bytes)
-        if tensor is None:
-            raise Rejected("invalid_weights", f"{path.name}: tensor {name!r} has an invalid header entry")
-        tensors[name] = tensor
-    return tensors
+        built = CONFIG_MAPPING[config["model_type"]].from_dict(copy.deepcopy(config))
+        with torch.device("meta"):  # dtype=None: do not touch torch's process-wide default dtype
+            model: torch.nn.Module = AutoModelForCausalLM.from_config(
+                built, trust_remote_code=False, dtype=None
+            )
+    except Exception as exc:  # whatever transformers raises on a bad config is a refusal
+        raise Rejected("invalid_config", f"{architecture} cannot be built from config.json: {exc!r}") from exc
+    return model
 
 
-def _tensor_stats(handle: Any, name: str, shape: list[int], max_elements: int) -> tuple[bool, float]:
-    """Whether every value of a float tensor is finite, and its root-mean-square, reading at most
-    ``max_elements`` (or one row along the first dimension) at a time."""
-    total = math.prod(shape)
-    if total == 0:
-        return True, 0.0
-    if not shape:
-        chunks: Iterable[torch.Tensor] = [handle.get_tensor(name)]
-    else:
-        piece = handle.get_slice(name)
-        rows = max(1, max_elements // max(1, total // shape[0]))
-        chunks = (piece[start : start + rows] for start in range(0, shape[0], rows))
-    squares = 0.0
-    for chunk in chunks:
-        values = chunk.to(torch.float32)
-        if not bool(torch.isfinite(values).all()):
-            return False, math.inf
-        squares += float(torch.sum(values.square(), dtype=torch.float64))
-    return True, math.sqrt(squares / total)
+def check_weights_match_config(
+    config: dict[str, Any], tensors: dict[str, list[int]], architecture: str, competition: Competition
+) -> int:
+    """The parameter count of the model ``config`` describes, which ``load_model`` would build whatever the
+    weight files hold: within the competition's bounds (``parameters``), and its tensors exactly those of the
+    weight files (``weights_mismatch``): every parameter present with its shape (a tied ``lm_head`` may be
+    left out), nothing else but buffers. A config declaring more layers than there are tensors (or than
+    :data:`MAX_LAYERS`) is refused before anything is built."""
+    for key in LAYER_COUNT_KEYS:
+        layers = config.get(key)
+        if type(layers) is int and layers > len(tensors):
+            raise Rejected(
+                "weights_mismatch", f"config {key}={layers}, but the weights hold {len(tensors)} tensors"
+            )
+        if type(layers) is int and layers > MAX_LAYERS:
+            raise Rejected("invalid_config", f"config {key}={layers}, more than {MAX_LAYERS} layers")
+    model = _meta_model(config, architecture)
+    params = sum(p.numel() for p in model.parameters())
+    if not competition.min_params <= params <= competition.max_params:
+        bounds = f"[{competition.min_params}, {competition.max_params}]"
+        raise Rejected("parameters", f"{architecture} has {params} parameters, outside {bounds}")
+    known = {name: list(t.shape) for name, t in [*model.named_buffers(), *model.state_dict().items()]}
+    missing = [name for name, _ in model.named_parameters() if name not in tensors]  # tied: listed once
+    extra = [name for name in sorted(tensors) if name not in known]
+    wrong = [name for name in sorted(tensors) if name in known and tensors[name] != known[name]]
+    if missing or extra or wrong:
+        what = (
+            f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {extra[0]!r}" if extra
+            else f"tensor {wrong[0]!r} has shape {tensors[wrong[0]]}, not {known[wrong[0]]}"
+        )  # fmt: skip
+        counts = f"{len(missing)} missing, {len(extra)} unexpected, {len(wrong)} mis-shaped"
+        raise Rejected(
+            "weights_mismatch", f"weights do not match the {architecture} of config.json: {what} ({counts})"
+        )
+    return params
 
 
 def _tokenizer_vocab_size(tokenizer: str) -> int:
@@ -295,13 +305,11 @@ class ModelChecker:
         headers = {
             file: read_safetensors_header(file, max_header_bytes=self.max_header_bytes) for file in weights
         }
-        if sum(map(len, headers.values())) != len(set().union(*headers.values())):
+        tensors = {name: shape for header in headers.values() for name, (_, shape) in header.items()}
+        if sum(map(len, headers.values())) != len(tensors):
             raise Rejected("invalid_weights", f"{path}: a tensor name appears in two safetensors files")
-        params = sum(math.prod(shape) for header in headers.values() for _, shape in header.values())
-        if not competition.min_params <= params <= competition.max_params:
-            bounds = f"[{competition.min_params}, {competition.max_params}]"
-            raise Rejected("parameters", f"{architecture} has {params} parameters, outside {bounds}")
         self._check_vocabulary(config, competition)
+        params = check_weights_match_config(config, tensors, architecture, competition)
         for file, header in headers.items():
             self._check_weights(file, header, competition)
         return params
@@ -315,25 +323,19 @@ class ModelChecker:
         if type(vocab) is not int or vocab < needed:
             raise Rejected("vocabulary", f"vocab_size {vocab!r} < {needed} tokens of {competition.tokenizer}")
 
-    def _check_weights(
-        self, file: Path, header: dict[str, tuple[str, list[int]]], competition: Competition
-    ) -> None:
-        """Stream every float tensor of ``file``: all finite (``nan_weights``), projections' RMS bounded
-        (``inflated_norms``)."""
-        max_elements = max(1, self.max_tensor_check_bytes // 8)
+    def _check_weights(self, file: Path, header: Header, competition: Competition) -> None:
+        """Stream every float tensor of ``file`` in chunks of bounded memory, whatever their shapes: all
+        finite (``nan_weights``), projections' RMS bounded (``inflated_norms``)."""
+        max_elements = max(1, self.max_tensor_check_bytes // SCAN_BYTES_PER_ELEMENT)
         try:
-            with safe_open(str(file), framework="pt", device="cpu") as handle:
-                for name, (dtype, shape) in header.items():
-                    if dtype not in FLOAT_DTYPES:
-                        continue
-                    finite, rms = _tensor_stats(handle, name, shape, max_elements)
-                    if not finite:
-                        raise Rejected("nan_weights", f"{file.name}: tensor {name!r} holds NaN or inf")
-                    if PROJECTION.search(name) and len(shape) >= 2 and rms > competition.max_projection_rms:
-                        bound = competition.max_projection_rms
-                        raise Rejected("inflated_norms", f"{file.name}: {name!r} has RMS {rms:.4g} > {bound}")
-        except (SafetensorError, OSError, ValueError, TypeError) as exc:
-            raise Rejected("invalid_weights", f"{file.name} cannot be read: {exc}") from exc
+            for name, shape, finite, rms in scan_weights(file, header, max_elements):
+                if not finite:
+                    raise Rejected("nan_weights", f"{file.name}: tensor {name!r} holds NaN or inf")
+                if PROJECTION.search(name) and len(shape) >= 2 and rms > competition.max_projection_rms:
+                    bound = competition.max_projection_rms
+                    raise Rejected("inflated_norms", f"{file.name}: {name!r} has RMS {rms:.4g} > {bound}")
+        except (SafetensorError, OSError, ValueError, TypeError, RuntimeError, MemoryError) as exc:
+            raise Rejected("invalid_weights", f"{file.name} cannot be scanned: {exc!r}") from exc
 
 
 def load_model(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import pickle
 import struct
@@ -15,19 +16,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 
+import finetune.checks as checks
+import finetune.safetensors_scan as scan
 from constants.competitions import LOCAL
 from finetune.checks import ModelChecker, check_file_name, load_model, read_safetensors_header
+from finetune.safetensors_scan import chunk_slices, scan_weights
 from model.storage.hub.protocol import RepoFile, RepoInfo
 from tests.finetune.zoo import (
     HOSTILE,
     PROJECTION,
     WEIGHTS,
     build_auto_map_only,
+    build_more_layers,
     build_pickle_bomb,
     build_remote_code,
+    build_tied_embeddings,
     build_valid,
     edit_config,
     edit_weights,
@@ -347,6 +353,11 @@ def test_sharded_model_passes_and_every_shard_is_scanned(checker: ModelChecker, 
     assert checker.check_folder(folder, LOCAL) == sum(p.numel() for p in tiny_llama().parameters())
     assert isinstance(load_model(folder, device="cpu", dtype=torch.float32), LlamaForCausalLM)
     save_file({"x": torch.full((2, 2), float("nan"))}, folder / "extra.SAFETENSORS")
+    assert reason_of(checker.check_folder, folder, LOCAL) == "weights_mismatch"  # "x" is no parameter
+    (folder / "extra.SAFETENSORS").unlink()
+    tensors = load_file(shards[-1])
+    next(iter(tensors.values())).view(-1)[-1] = float("nan")
+    save_file(tensors, shards[-1], metadata={"format": "pt"})
     assert reason_of(checker.check_folder, folder, LOCAL) == "nan_weights"
 
 
@@ -361,3 +372,210 @@ def test_index_must_name_files_of_the_folder(
     (valid / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": {"lm_head.weight": shard}}))
     assert reason_of(checker.check_folder, valid, LOCAL) == reason
     assert reason_of(load_model, valid, device="cpu", dtype=torch.float32) == reason
+
+
+# --- the config's architecture against the weight files ---------------------------------------------------
+
+
+def test_tied_embeddings_pass_and_load(checker: ModelChecker, tmp_path: Path) -> None:
+    folder = build_tied_embeddings(tmp_path / "tied")
+    assert "lm_head.weight" not in read_safetensors_header(folder / WEIGHTS, max_header_bytes=10**6)
+    params = checker.check_folder(folder, LOCAL)
+    model = load_model(folder, device="cpu", dtype=torch.float32)
+    assert params == sum(p.numel() for p in model.parameters())
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+def test_tied_lm_head_may_also_be_stored(checker: ModelChecker, tmp_path: Path) -> None:
+    folder = build_tied_embeddings(tmp_path / "tied")
+
+    def store_head(tensors: dict[str, torch.Tensor]) -> None:
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+
+    assert checker.check_folder(edit_weights(folder, store_head), LOCAL) > 0
+
+    def wrong_head(tensors: dict[str, torch.Tensor]) -> None:
+        tensors["lm_head.weight"] = torch.zeros(2048, 64)
+
+    assert reason_of(checker.check_folder, edit_weights(folder, wrong_head), LOCAL) == "weights_mismatch"
+
+
+def test_config_cannot_declare_more_than_the_weights_hold(checker: ModelChecker, tmp_path: Path) -> None:
+    """The review's reproduction: 40x the layers passed with 918,144 parameters and loaded 16,273,536."""
+    folder = build_more_layers(tmp_path / "more")
+    with pytest.raises(ModelRejectedError, match="num_hidden_layers=80") as info:
+        checker.check_folder(folder, LOCAL)
+    assert info.value.reason == "weights_mismatch"
+    edit_config(folder, num_hidden_layers=3)  # fewer layers than tensors: caught by the name comparison
+    with pytest.raises(ModelRejectedError, match=r"missing tensor 'model\.layers\.2\.") as info:
+        checker.check_folder(folder, LOCAL)
+    assert info.value.reason == "weights_mismatch"
+    edit_config(folder, num_hidden_layers=1)
+    with pytest.raises(ModelRejectedError, match=r"unexpected tensor 'model\.layers\.1\.") as info:
+        checker.check_folder(folder, LOCAL)
+    assert info.value.reason == "weights_mismatch"
+
+
+def test_parameters_are_counted_from_the_config(checker: ModelChecker, valid: Path) -> None:
+    edit_config(valid, intermediate_size=1_000_000)
+    with pytest.raises(ModelRejectedError, match=r"has 768\d{6} parameters, outside") as info:
+        checker.check_folder(valid, LOCAL)
+    assert info.value.reason == "parameters"
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [("missing_tensor", "missing tensor 'model.layers.1.mlp.up_proj.weight'"),
+     ("wrong_shape", f"tensor '{PROJECTION}' has shape [128, 64], not [128, 128]"),
+     ("extra_tensor", "unexpected tensor 'model.layers.2.mlp.up_proj.weight'")],
+)  # fmt: skip
+def test_mismatches_name_the_tensor(checker: ModelChecker, tmp_path: Path, attack: str, message: str) -> None:
+    folder = HOSTILE[attack][0](tmp_path / attack)
+    with pytest.raises(ModelRejectedError) as info:
+        checker.check_folder(folder, LOCAL)
+    assert info.value.reason == "weights_mismatch" and message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"num_key_value_heads": 0}, {"hidden_size": "wide"}, {"rope_parameters": [1, 2]}]
+)
+def test_config_that_cannot_be_built(checker: ModelChecker, valid: Path, changes: dict[str, object]) -> None:
+    edit_config(valid, **changes)
+    assert reason_of(checker.check_folder, valid, LOCAL) == "invalid_config"
+
+
+def test_layer_count_is_capped(checker: ModelChecker, valid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "MAX_LAYERS", 1)
+    assert reason_of(checker.check_folder, valid, LOCAL) == "invalid_config"
+
+
+def test_meta_build_leaves_torch_defaults_alone(checker: ModelChecker, valid: Path) -> None:
+    edit_config(valid, dtype="bfloat16")
+    checker.check_folder(valid, LOCAL)
+    assert torch.get_default_dtype() == torch.float32
+    assert torch.empty(1).device.type == "cpu"
+
+
+# --- bounded walks and scans --------------------------------------------------------------------------------
+
+
+def test_deep_config_is_rejected_not_crashing(checker: ModelChecker, tmp_path: Path) -> None:
+    folder = HOSTILE["deep_config"][0](tmp_path / "deep")
+    json.loads((folder / "config.json").read_text())  # valid JSON: the walk, not the parser, must refuse it
+    assert reason_of(checker.check_folder, folder, LOCAL) == "invalid_config"
+    assert reason_of(load_model, folder, device="cpu", dtype=torch.float32) == "invalid_config"
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["x"] = json.loads("[" * 700 + "]" * 700)
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    edit_config(folder, deep=None)
+    assert reason_of(checker.check_folder, folder, LOCAL) == "invalid_config"
+
+
+def test_config_with_too_many_values(
+    checker: ModelChecker, valid: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checker.check_folder(valid, LOCAL)
+    monkeypatch.setattr(checks, "MAX_JSON_VALUES", 20)
+    assert reason_of(checker.check_folder, valid, LOCAL) == "invalid_config"
+
+
+@pytest.mark.parametrize("shape", [[7], [1, 1000], [3, 5, 7], [1, 1, 99], [2, 300, 1], [4, 4], [1]])
+@pytest.mark.parametrize("max_elements", [1, 6, 16, 64, 10_000])
+def test_chunks_cover_every_element_once_within_the_bound(shape: list[int], max_elements: int) -> None:
+    seen = torch.zeros(shape, dtype=torch.int32)
+    chunks = list(chunk_slices(shape, max_elements))
+    for index in chunks:
+        assert 0 < seen[index].numel() <= max_elements
+        seen[index] += 1
+    assert bool((seen == 1).all())
+    assert len(chunks) <= 3 * math.ceil(math.prod(shape) / max_elements)
+
+
+class _RecordingOpen:
+    """Wraps ``safe_open`` so that every slice read records its element count and bytes."""
+
+    def __init__(self, reads: list[tuple[int, int]]) -> None:
+        self.reads = reads
+        self.real = scan.safe_open
+
+    def __call__(self, *args: object, **kwargs: object) -> _RecordingOpen:
+        self.handle = self.real(*args, **kwargs)
+        return self
+
+    def __enter__(self) -> _RecordingOpen:
+        self.inner = self.handle.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.__exit__(*exc)
+
+    def get_slice(self, name: str) -> _RecordingOpen:
+        self.piece = self.inner.get_slice(name)
+        return self
+
+    def __getitem__(self, index: object) -> torch.Tensor:
+        chunk = self.piece[index]
+        self.reads.append((chunk.numel(), chunk.numel() * chunk.element_size()))
+        return chunk
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_one_wide_row_is_scanned_in_bounded_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    """A [1, N] tensor used to be read whole (one row along the first dimension), cast and squared."""
+    n, budget = 100_003, 1024
+    row = torch.full((1, n), 0.5, dtype=dtype)
+    path = tmp_path / "wide.safetensors"
+    save_file({"lm_head.weight": row}, path)
+    header = read_safetensors_header(path, max_header_bytes=10**6)
+    reads: list[tuple[int, int]] = []
+    monkeypatch.setattr(scan, "safe_open", _RecordingOpen(reads))
+    max_elements = budget // scan.SCAN_BYTES_PER_ELEMENT
+    [(_, _, finite, rms)] = scan_weights(path, header, max_elements)
+    assert finite and rms == pytest.approx(0.5)
+    assert sum(count for count, _ in reads) == n
+    assert max(count for count, _ in reads) <= max_elements
+    assert max(size for _, size in reads) * 3 // 2 <= budget  # the chunk and its float32 copy
+    assert len(reads) <= 2 * math.ceil(n / max_elements)
+
+    row[0, -1] = float("nan")  # the very last element
+    save_file({"lm_head.weight": row}, path)
+    reads.clear()
+    [(_, _, finite, _)] = scan_weights(path, header, max_elements)
+    assert not finite and max(count for count, _ in reads) <= max_elements
+
+    tiny = ModelChecker(max_tensor_check_bytes=budget)
+    with pytest.raises(ModelRejectedError, match="NaN") as info:
+        tiny._check_weights(path, header, LOCAL)
+    assert info.value.reason == "nan_weights"
+
+
+def test_scan_statistics_match_a_direct_computation(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    tensors = {
+        "a": torch.randn(3, 5, 7, dtype=torch.float64),
+        "b": torch.randn(1, 9000).to(torch.bfloat16),
+        "c": torch.tensor(2.5),
+        "d": torch.zeros(0, 4),
+        "e": torch.arange(10),
+    }
+    path = tmp_path / "mix.safetensors"
+    save_file(tensors, path)
+    header = read_safetensors_header(path, max_header_bytes=10**6)
+    stats = {name: rms for name, _, finite, rms in scan_weights(path, header, 8) if finite}
+    assert set(stats) == {"a", "b", "c", "d"}  # integers are not scanned
+    for name, rms in stats.items():
+        expected = float(tensors[name].double().square().mean().sqrt()) if tensors[name].numel() else 0.0
+        assert rms == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("alloc failed"), MemoryError()])
+def test_scan_errors_become_rejections(
+    valid: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    def fail(*args: object) -> tuple[bool, float]:
+        raise error
+
+    monkeypatch.setattr(scan, "tensor_stats", fail)
+    assert reason_of(ModelChecker().check_folder, valid, LOCAL) == "invalid_weights"

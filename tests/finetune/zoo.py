@@ -183,6 +183,64 @@ def build_small_vocabulary(folder: Path) -> Path:
     return folder
 
 
+def build_tied_embeddings(folder: Path) -> Path:
+    """A valid tiny Llama with ``tie_word_embeddings``: ``lm_head.weight`` is not in the weight file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(tie_word_embeddings=True)).save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(LOCAL_ASSETS / name, folder / name)
+    return folder
+
+
+def build_more_layers(folder: Path, factor: int = 40) -> Path:
+    """The valid weights with a config declaring ``factor`` times their layers: transformers would build
+    (and randomly initialise) the missing ones, ~16M parameters from a ~0.9M-parameter repository."""
+    build_valid(folder)
+    layers = json.loads((folder / "config.json").read_text())["num_hidden_layers"]
+    return edit_config(folder, num_hidden_layers=layers * factor)
+
+
+def build_declared_giant(folder: Path) -> Path:
+    """The valid weights with a config whose MLPs are ~800M parameters wide (files unchanged)."""
+    return edit_config(build_valid(folder), intermediate_size=1_000_000)
+
+
+def build_missing_tensor(folder: Path) -> Path:
+    """A valid model whose weight file lacks one MLP projection (it would load randomly initialised)."""
+
+    def drop(tensors: dict[str, torch.Tensor]) -> None:
+        del tensors["model.layers.1.mlp.up_proj.weight"]
+
+    return edit_weights(build_valid(folder), drop)
+
+
+def build_wrong_shape(folder: Path) -> Path:
+    """A valid model with one attention projection stored with half its columns."""
+
+    def shrink(tensors: dict[str, torch.Tensor]) -> None:
+        tensors[PROJECTION] = tensors[PROJECTION][:, ::2].contiguous()
+
+    return edit_weights(build_valid(folder), shrink)
+
+
+def build_extra_tensor(folder: Path) -> Path:
+    """A valid model whose weight file also holds a tensor the architecture does not have."""
+
+    def add(tensors: dict[str, torch.Tensor]) -> None:
+        tensors["model.layers.2.mlp.up_proj.weight"] = torch.zeros(384, 128)
+
+    return edit_weights(build_valid(folder), add)
+
+
+def build_deep_config(folder: Path, depth: int = 700) -> Path:
+    """A valid model whose config holds a list nested ``depth`` deep (valid JSON, too deep to recurse)."""
+    build_valid(folder)
+    config = (folder / "config.json").read_text().rstrip()[:-1]
+    (folder / "config.json").write_text(f'{config}, "deep": {"[" * depth}{"]" * depth}}}')
+    return folder
+
+
 HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "pickle_bomb": (build_pickle_bomb, "forbidden_file"),
     "remote_code": (build_remote_code, "forbidden_file"),
@@ -194,6 +252,12 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "escaping_symlink": (build_escaping_symlink, "unsafe_path"),
     "absurd_header": (build_absurd_header, "invalid_weights"),
     "small_vocabulary": (build_small_vocabulary, "vocabulary"),
+    "more_layers": (build_more_layers, "weights_mismatch"),
+    "declared_giant": (build_declared_giant, "parameters"),
+    "missing_tensor": (build_missing_tensor, "weights_mismatch"),
+    "wrong_shape": (build_wrong_shape, "weights_mismatch"),
+    "extra_tensor": (build_extra_tensor, "weights_mismatch"),
+    "deep_config": (build_deep_config, "invalid_config"),
 }
 """Attack name -> (builder, reason ``check_folder`` gives) for the LOCAL competition."""
 
