@@ -334,8 +334,10 @@ class ModelChecker:
                 if PROJECTION.search(name) and len(shape) >= 2 and rms > competition.max_projection_rms:
                     bound = competition.max_projection_rms
                     raise Rejected("inflated_norms", f"{file.name}: {name!r} has RMS {rms:.4g} > {bound}")
-        except (SafetensorError, OSError, ValueError, TypeError, RuntimeError, MemoryError) as exc:
+        except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as exc:
             raise Rejected("invalid_weights", f"{file.name} cannot be scanned: {exc!r}") from exc
+        # MemoryError is left to propagate: the scan's memory is bounded, so it means this host is short
+        # of memory, not that the model is bad; the updater records a retryable failure with backoff.
 
 
 def load_model(
