@@ -26,7 +26,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["neurons", "finetune*", "model*", "utilities*", "constants*"]),
     package_data={"constants": ["local/*.json", "local/*.jinja"]},
-    include_package_data=True,
+    include_package_data=False,  # package_data above lists the shipped tokenizer files
     install_requires=REQUIREMENTS,
     extras_require={
         "lora": ["peft>=0.21,<1"],
