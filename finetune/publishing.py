@@ -1,7 +1,8 @@
 """Publishing a miner's model: hub first, then chain, then public (design.md §6).
 
 1. Check the commitment will fit on chain (before a byte is uploaded).
-2. Upload the folder to a **private** repository: nobody can copy it before the commitment exists.
+2. Upload the folder to a **private** repository (an existing one is made private again first): nobody
+   can copy it before the commitment exists. Validators that already hold the previous model keep it.
 3. Download what the hub serves for that commit and hash it (optionally salted with the hotkey): the
    hash must be of the files validators will get, not of the local folder.
 4. Commit ``namespace:name:commit:hash:competition`` on chain, with bounded retries.
@@ -67,6 +68,9 @@ class Publisher:
         self.check_fits(repo_id, competition_id)
         namespace, name = split_repo_id(repo_id)
         self._retry(lambda: self.hub.create_repo(repo_id, private=True), what=f"create {repo_id}")
+        # an existing repository was made public by the last publication: hide it again until this
+        # commit is on chain, or a copier could commit the new files first and take the credit
+        self._retry(lambda: self.hub.make_private(repo_id), what=f"make {repo_id} private")
         commit = self._retry(lambda: self.hub.upload_folder(repo_id, folder), what=f"upload to {repo_id}")
         with tempfile.TemporaryDirectory(prefix="served-") as served:
             self._retry(

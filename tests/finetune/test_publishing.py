@@ -69,6 +69,39 @@ def test_publish_commits_the_hash_of_what_the_hub_serves(
     assert (folder / "model.safetensors").exists()  # the miner keeps its model
 
 
+def test_a_second_publication_is_private_until_committed(
+    tmp_path: Path, chain: LocalChain, folder: Path
+) -> None:
+    hub = LocalHub(tmp_path / "hub", user="alice")
+    first = Publisher(chain=chain, hub=hub, hotkey=HOTKEY).publish(
+        folder, repo_id="alice/tiny", competition_id="local"
+    )
+    validator = LocalHub(tmp_path / "hub")
+    assert first.commit is not None and not validator.repo_info("alice/tiny", commit=first.commit).private
+    (folder / "model.safetensors").write_bytes(b"better weights")
+    seen: list[bool] = []
+
+    class Watching:
+        """The chain, noting whether validators could see the repository when the commit happens."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(chain, name)
+
+        def commit(self, data: str) -> None:
+            try:
+                validator.repo_info("alice/tiny", commit=data.split(":")[2])
+                seen.append(True)
+            except RepoNotFoundError:
+                seen.append(False)
+            chain.commit(data)
+
+    second = Publisher(chain=Watching(), hub=hub, hotkey=HOTKEY).publish(  # type: ignore[arg-type]
+        folder, repo_id="alice/tiny", competition_id="local"
+    )
+    assert seen == [False]  # hidden while uploading and until the commitment was on chain
+    assert second.commit is not None and not validator.repo_info("alice/tiny", commit=second.commit).private
+
+
 def test_publish_with_hotkey_salted_hash(tmp_path: Path, chain: LocalChain, folder: Path) -> None:
     hub = LocalHub(tmp_path / "hub", user="alice")
     model_id = Publisher(chain=chain, hub=hub, hotkey=HOTKEY).publish(

@@ -173,7 +173,11 @@ class HuggingFaceHub:
             "upload_folder",
             repo_id,
             None,
-            lambda: self._api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message),
+            # delete_patterns="*": the new commit holds exactly this folder (stale shards of an earlier
+            # upload would otherwise stay and get the model rejected); the hub keeps .gitattributes
+            lambda: self._api.upload_folder(
+                repo_id=repo_id, folder_path=folder, commit_message=message, delete_patterns="*"
+            ),
             transfer=True,
         )
         oid = getattr(info, "oid", None)
@@ -237,6 +241,13 @@ class HuggingFaceHub:
         if (root / ".cache").is_dir() and not any((root / ".cache").iterdir()):
             (root / ".cache").rmdir()
         return dest
+
+    def make_private(self, repo_id: str) -> None:
+        """Hide ``repo_id`` from everyone but its owner."""
+        _check_repo_id(repo_id)
+        self._call(
+            "make_private", repo_id, None, lambda: self._api.update_repo_settings(repo_id, private=True)
+        )
 
     def make_public(self, repo_id: str) -> None:
         """Make ``repo_id`` visible to everyone."""

@@ -114,10 +114,16 @@ class LocalHub:
         check_contained(target_root)
         return target_root
 
+    def make_private(self, repo_id: str) -> None:
+        self._set_private(repo_id, True)
+
     def make_public(self, repo_id: str) -> None:
+        self._set_private(repo_id, False)
+
+    def _set_private(self, repo_id: str, private: bool) -> None:
         self._check_owner(repo_id)
         meta = self._read_meta(repo_id)
-        atomic_write_json(self._repo_dir(repo_id) / "repo.json", {**meta, "private": False})
+        atomic_write_json(self._repo_dir(repo_id) / "repo.json", {**meta, "private": private})
 
 
 def _files_under(folder: Path) -> list[str]:

@@ -67,6 +67,10 @@ class Hub(Protocol):
         ``dest`` must be absent or empty, so a stale folder never passes for this commit."""
         ...
 
+    def make_private(self, repo_id: str) -> None:
+        """Hide the repository from everyone but its owner."""
+        ...
+
     def make_public(self, repo_id: str) -> None:
         """Make the repository visible to everyone."""
         ...

@@ -117,6 +117,7 @@ def test_upload_returns_the_commit_sha(tmp_path: Path) -> None:
     assert make_hub(api).upload_folder(REPO, tmp_path, message="v1") == SHA
     _, _, kwargs = api.calls[0]
     assert kwargs["folder_path"] == tmp_path and kwargs["commit_message"] == "v1"
+    assert kwargs["delete_patterns"] == "*"  # the commit holds exactly the folder: no stale shards
 
 
 def test_repo_info_lists_sizes_including_lfs_files_without_downloading() -> None:
@@ -184,6 +185,12 @@ def test_a_hung_call_fails_within_the_timeout() -> None:
         make_hub(api, timeout_s=0.2, attempts=1).repo_info(REPO, commit=SHA)
     assert time.monotonic() - started < 2
     release.set()
+
+
+def test_make_private_sets_private_true() -> None:
+    api = FakeHfApi(update_repo_settings=[None])
+    make_hub(api).make_private(REPO)
+    assert api.calls == [("update_repo_settings", (REPO,), {"private": True})]
 
 
 def test_make_public_sets_private_false() -> None:
