@@ -79,6 +79,9 @@ class CountingHub:
     def upload_folder(self, repo_id: str, folder: Path, *, message: str = "Upload model") -> str:
         return self.inner.upload_folder(repo_id, folder, message=message)
 
+    def make_private(self, repo_id: str) -> None:
+        self.inner.make_private(repo_id)
+
     def make_public(self, repo_id: str) -> None:
         self.inner.make_public(repo_id)
 
