@@ -15,6 +15,7 @@ from rich.table import Table
 
 from constants.competitions import SMOL, Competition, competitions_at
 from finetune.data import SampleSource, SyntheticSource, make_source
+from finetune.data.heldout import HeldOutSplit
 from finetune.mining import Miner, PublishSettings, WandbLog, start_model
 from finetune.publishing import Publisher
 from finetune.tokenization import load_tokenizer
@@ -147,8 +148,9 @@ def choose_competition(args: argparse.Namespace, network: Network) -> Competitio
 
 
 def build_sources(args: argparse.Namespace, *, local: bool) -> tuple[SampleSource, SampleSource]:
-    """(training source, held-out source). Only the synthetic source has a true held-out split; the others
-    draw held-out samples with a separate seed."""
+    """(training source, held-out source): disjoint sides of the same data. The synthetic source has its own
+    split; Cortex.t and datasets are split by prompt (:class:`~finetune.data.heldout.HeldOutSplit`), so no
+    held-out prompt is ever trained on."""
     kind = args.data or ("synthetic" if local else "cortex")
     if kind == "synthetic":
         return SyntheticSource("train"), SyntheticSource("heldout")
@@ -156,7 +158,7 @@ def build_sources(args: argparse.Namespace, *, local: bool) -> tuple[SampleSourc
     if kind == "dataset":
         options = {"path_or_name": args.data_path}
     source = make_source(kind, **options)
-    return source, source
+    return HeldOutSplit(source, split="train"), HeldOutSplit(source, split="heldout")
 
 
 def train_config(args: argparse.Namespace, competition: Competition, *, fresh: bool) -> TrainConfig:

@@ -9,8 +9,9 @@
   kept, and the publication retried at the end of the next epoch; the state lives in
   ``model_dir/miner_state.json`` (written atomically).
 
-Layout of ``model_dir``: ``model/`` the best model (what gets published), ``checkpoints/`` the training
-state to resume from, ``miner_state.json``, ``downloads/`` starting models fetched from the network.
+Layout of ``model_dir``: ``model/`` the best model (what gets published), ``model.best.json`` its held-out
+loss (never published), ``checkpoints/`` the training state to resume from, ``miner_state.json``,
+``downloads/`` starting models fetched from the network.
 """
 
 from __future__ import annotations

@@ -10,7 +10,13 @@ exactly like the validator (:func:`~finetune.tokenization.tokenize_samples`: pro
 the labels), cut them into right-padded micro-batches (one slice per process), and take AdamW steps on the
 validator's loss: the mean cross-entropy over each sample's response tokens, averaged over samples.
 Held-out evaluation uses the validator's own :func:`~finetune.losses.compute_losses`; the model with the
-lowest held-out loss is kept in ``output_dir`` (safetensors only, LoRA merged into plain full weights).
+lowest held-out loss is kept in ``output_dir`` (safetensors only, LoRA merged into plain full weights), and
+its loss in ``<output_dir>.best.json`` next to it (outside the folder, so it is never published): a run
+resumed after a crash compares against it, never replacing a better mid-epoch model with a worse one.
+
+A data source that fails (:class:`~utilities.errors.DataSourceError`) while drawing an epoch's samples is
+retried ``data_retries`` times with exponential backoff; if it still fails, the previous epoch's samples
+are trained on again (the miner keeps going through an outage of its data source).
 
 Checkpoints for resuming live in ``checkpoint_dir`` (``accelerator.save_state``: model, optimizer and RNG
 states). Accelerate writes the optimizer and RNG states with ``torch.save`` (pickle) and loads them with
@@ -34,11 +40,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from finetune.data import SampleSource, derive_seed
+from finetune.data import DataSourceError, SampleSource, derive_seed
 from finetune.losses import compute_losses
 from finetune.tokenization import tokenize_samples
 from utilities.errors import ConfigError
@@ -82,6 +88,11 @@ class TrainConfig:
     """Where to keep the best model (lowest held-out loss), safetensors only."""
     save_dtype: torch.dtype | None = None
     """Cast floating weights to this dtype when saving (e.g. bf16 to halve a published repository)."""
+    data_retries: int = 4
+    """Retries of a failed draw of an epoch's training samples (then the previous epoch's are reused)."""
+    data_retry_wait_s: float = 5.0
+    """Wait before the first retry, doubled before each next one (at most ``data_retry_max_wait_s``)."""
+    data_retry_max_wait_s: float = 120.0
 
     def __post_init__(self) -> None:
         positive = ("samples_per_epoch", "accumulation_steps", "micro_batch_size", "eval_samples")
@@ -96,6 +107,8 @@ class TrainConfig:
             raise ConfigError(f"mixed_precision must be auto, no, bf16 or fp16, not {self.mixed_precision!r}")
         if self.lora_rank is not None and self.lora_rank < 1:
             raise ConfigError("lora_rank must be >= 1 (or None for full fine-tuning)")
+        if self.data_retries < 0 or self.data_retry_wait_s < 0 or self.data_retry_max_wait_s < 0:
+            raise ConfigError("need data_retries >= 0, data_retry_wait_s >= 0 and data_retry_max_wait_s >= 0")
 
 
 @dataclass(frozen=True)
@@ -199,6 +212,8 @@ def save_model(
         plain.save_pretrained(staging, state_dict=state_dict)
     finally:
         plain.config.dtype = saved_dtype
+    if dtype is not None:
+        _record_dtype(staging / "config.json", dtype)
     if tokenizer is not None:
         tokenizer.save_pretrained(staging)
     pickles = [p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
@@ -212,6 +227,41 @@ def save_model(
     staging.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _record_dtype(config_json: Path, dtype: torch.dtype) -> None:
+    """Make ``config.json`` name the dtype the weights were written in: transformers >= 5 writes the
+    in-memory model's dtype there, whatever the state dict it was given."""
+    if not config_json.is_file():
+        return
+    values = json.loads(config_json.read_text())
+    name = str(dtype).removeprefix("torch.")
+    values["dtype"] = name
+    if "torch_dtype" in values:
+        values["torch_dtype"] = name
+    config_json.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def best_record_path(output_dir: Path) -> Path:
+    """Where the held-out loss of the model in ``output_dir`` is recorded: a sibling file, so that it is
+    never part of the (published) model folder (``model_dir/model.best.json`` for the miner)."""
+    output_dir = Path(output_dir)
+    return output_dir.with_name(f"{output_dir.name}.best.json")
+
+
+def read_best_loss(output_dir: Path | None) -> float:
+    """The recorded held-out loss of the model kept in ``output_dir`` (``inf`` if none or unreadable)."""
+    if output_dir is None:
+        return math.inf
+    path = best_record_path(output_dir)
+    try:
+        loss = float(json.loads(path.read_text())["loss"])
+    except FileNotFoundError:
+        return math.inf
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("ignoring the unreadable best-loss record %s: %s", path, exc)
+        return math.inf
+    return loss if not math.isnan(loss) else math.inf
 
 
 def collate(samples: Sequence[Sample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -312,11 +362,12 @@ def train(  # noqa: PLR0915 - one recipe, read top to bottom (as nanoGPT's train
     *,
     accelerator: Accelerator | None = None,
     on_eval: Callable[[EvalReport], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``train_source``, evaluating on ``heldout_source``; see the module doc.
 
     ``on_eval`` runs on the main process after each evaluation (the miner publishes from it at the end of
-    an epoch); the other processes wait for it.
+    an epoch); the other processes wait for it. ``sleep`` waits between retries of a failed data source.
     """
     accelerator = accelerator or make_accelerator(config)
     set_seed(config.seed)
@@ -345,24 +396,57 @@ def train(  # noqa: PLR0915 - one recipe, read top to bottom (as nanoGPT's train
         net.train()
         return loss
 
-    def keep_best() -> None:
+    def keep_best(loss: float) -> None:
         if config.output_dir is None:
             return
         state_dict = accelerator.get_state_dict(net) if fsdp else None  # a collective under FSDP
         if accelerator.is_main_process:
             save_model(accelerator.unwrap_model(net), tokenizer, config.output_dir,
                        state_dict=state_dict, dtype=config.save_dtype)  # fmt: skip
+            # after the model: a crash in between leaves an older (higher) loss, never a too-low one
+            atomic_write_json(
+                best_record_path(config.output_dir), {"loss": loss, "step": step, "epoch": epoch}
+            )
+
+    def epoch_samples(epoch: int) -> list[Sample] | None:
+        """This epoch's tokenized training samples, retrying a failing source; ``None`` if it keeps
+        failing."""
+        seed = derive_seed(config.seed, "epoch", str(epoch))
+        for attempt in range(config.data_retries + 1):
+            try:
+                return tokenized(
+                    tokenizer, train_source, config.samples_per_epoch, seed, config.sequence_length
+                )
+            except DataSourceError as exc:
+                if attempt == config.data_retries:
+                    logger.error("epoch %d: the training data source failed %d times: %s",
+                                 epoch, attempt + 1, exc)  # fmt: skip
+                    return None
+                wait = min(config.data_retry_wait_s * 2**attempt, config.data_retry_max_wait_s)
+                logger.warning("epoch %d: the training data source failed (%s); retrying in %.0f s",
+                               epoch, exc, wait)  # fmt: skip
+                sleep(wait)
+        return None
 
     resumed = _load_checkpoint(accelerator, config.checkpoint_dir)
     if resumed is None:
         step, epoch, initial_loss = 0, 0, held_out_loss()
         best_loss = initial_loss
         if math.isfinite(initial_loss):
-            keep_best()
+            keep_best(initial_loss)
         logger.info("held-out loss before training: %.4f", initial_loss)
     else:
         step, epoch = int(resumed["step"]), int(resumed["epoch"])
         initial_loss, best_loss = float(resumed["initial_loss"]), float(resumed["best_loss"])
+        # the kept model may be better than the checkpoint says (saved by a mid-epoch evaluation after it)
+        record = [read_best_loss(config.output_dir) if accelerator.is_main_process else math.inf]
+        if accelerator.num_processes > 1:
+            broadcast_object_list(record)  # every process must agree on what counts as an improvement
+        if record[0] < best_loss:
+            logger.info(
+                "the kept model's held-out loss %.4f beats the checkpoint's %.4f", record[0], best_loss
+            )
+            best_loss = record[0]
     result = TrainResult(
         model=model, initial_loss=initial_loss, best_loss=best_loss, final_loss=best_loss,
         start_step=step, steps=step, epochs=epoch, tokens=0, seconds=0.0,
@@ -376,7 +460,7 @@ def train(  # noqa: PLR0915 - one recipe, read top to bottom (as nanoGPT's train
         improved = loss < best_loss
         if improved:
             best_loss = loss
-            keep_best()
+            keep_best(loss)
         report = EvalReport(
             step, epoch, loss, best_loss, initial_loss, improved, end_of_epoch, train_loss, tokens_per_s
         )
@@ -389,11 +473,19 @@ def train(  # noqa: PLR0915 - one recipe, read top to bottom (as nanoGPT's train
         result.final_loss, result.best_loss = loss, best_loss
         accelerator.wait_for_everyone()
 
+    samples: list[Sample] | None = None
     while config.num_epochs is None or epoch < config.num_epochs:
-        samples = tokenized(
-            tokenizer, train_source, config.samples_per_epoch, derive_seed(config.seed, "epoch", str(epoch)),
-            config.sequence_length,
-        )  # fmt: skip
+        fresh = epoch_samples(epoch)
+        if accelerator.num_processes > 1:  # all processes train on fresh samples, or all reuse theirs
+            ok = torch.tensor([int(fresh is not None)], device=accelerator.device)
+            if int(accelerator.gather(ok).min()) == 0:
+                fresh = None
+        if fresh is not None:
+            samples = fresh
+        elif samples is None:
+            raise DataSourceError(f"epoch {epoch}: no training samples (the data source keeps failing)")
+        else:
+            logger.warning("epoch %d: training on the previous epoch's samples again", epoch)
         batches = _micro_batches(samples, accelerator, config)
         bar = tqdm(total=len(batches) // config.accumulation_steps, desc=f"epoch {epoch}",
                    disable=not accelerator.is_local_main_process, leave=False)  # fmt: skip

@@ -15,13 +15,13 @@ from finetune.data import SyntheticSource
 from finetune.mining import Miner, MinerState, PublishSettings, best_uid, fresh_model, start_model
 from finetune.publishing import Publisher
 from finetune.tokenization import load_tokenizer
-from finetune.training import TrainConfig
+from finetune.training import EvalReport, TrainConfig
 from model.data import ModelId
 from model.hashing import hash_directory
 from model.storage.chain.local_chain import LocalChain
 from model.storage.hub.local_hub import LocalHub
 from tests.finetune.zoo import build_nan_weights, build_valid, tiny_llama
-from utilities.errors import ChainError, HubError, ModelRejectedError
+from utilities.errors import ChainError, DataSourceError, HubError, ModelRejectedError
 
 MINER = "5Miner"
 CONFIG = TrainConfig(
@@ -106,6 +106,23 @@ def test_a_failed_publication_is_kept_and_retried(
     state = json.loads((tmp_path / "miner" / "miner_state.json").read_text())
     assert state["pending"] is False
     assert LocalChain(tmp_path / "chain.sqlite").commitment(MINER) is not None
+
+
+def test_a_data_source_outage_does_not_stop_the_miner(tmp_path: Path) -> None:
+    train_source: Any = Failing(SyntheticSource("train"), "sample", failures=0, error=DataSourceError("503"))
+    miner = make_miner(tmp_path, miner_chain(tmp_path), LocalHub(tmp_path / "hub", user="alice"), epochs=2)
+    miner.train_source = train_source
+    miner.config = replace(miner.config, data_retries=1, data_retry_wait_s=0.0)
+
+    def outage(report: EvalReport) -> None:
+        if report.epoch == 1:  # the source goes down after the first epoch, for longer than retried
+            train_source.failures = 10
+        original(report)
+
+    original, miner.on_eval = miner.on_eval, outage  # type: ignore[method-assign]
+    result = miner.run()
+    assert result.epochs == 2 and result.steps == 8  # the second epoch reused the first one's samples
+    assert train_source.failures == 8 and len(miner.published) == 2  # published after each epoch
 
 
 def test_small_improvements_are_not_published(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from constants.competitions import LOCAL
@@ -19,8 +20,9 @@ from finetune.checks import ModelChecker
 from finetune.data import SyntheticSource
 from finetune.mining import fresh_model
 from finetune.tokenization import load_tokenizer
-from finetune.training import TrainConfig, collate, response_loss, train
-from utilities.errors import ConfigError
+from finetune.training import TrainConfig, best_record_path, collate, response_loss, save_model, train
+from utilities.errors import ConfigError, DataSourceError
+from utilities.files import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = TrainConfig(
@@ -138,3 +140,82 @@ def test_two_cpu_processes_train_with_ddp(tmp_path: Path) -> None:
     assert result["steps"] == 64 // (4 * 2) // 2  # each optimizer step consumes both processes' batches
     assert result["best"] < result["initial"]
     assert ModelChecker().check_folder(tmp_path / "best", LOCAL) > 0
+
+
+class FlakySource:
+    """The synthetic training source, failing on the calls numbered in ``failing`` (1-based), or on every
+    call after ``fail_after`` calls."""
+
+    def __init__(self, failing: tuple[int, ...] = (), fail_after: int | None = None) -> None:
+        self.inner, self.failing, self.fail_after, self.calls = (
+            SyntheticSource("train"),
+            failing,
+            fail_after,
+            0,
+        )
+
+    def sample(self, n: int, *, seed: int) -> list[tuple[str, str]]:
+        self.calls += 1
+        if self.calls in self.failing or (self.fail_after is not None and self.calls > self.fail_after):
+            raise DataSourceError(f"wandb: 503 (call {self.calls})")
+        return self.inner.sample(n, seed=seed)
+
+
+def test_resume_never_replaces_a_better_kept_model(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    best = tmp_path / "best"
+    config = replace(SMALL, checkpoint_dir=tmp_path / "ckpt", output_dir=best)
+    first = run(tokenizer, config)
+    record = best_record_path(best)
+    assert record.parent == tmp_path and not (best / record.name).exists()  # never inside the model folder
+    assert json.loads(record.read_text())["loss"] == pytest.approx(first.best_loss)
+    # a mid-epoch evaluation of a run that then crashed kept a better model than the checkpoint knows of
+    checkpoint = json.loads((tmp_path / "ckpt" / "latest.json").read_text())
+    better = checkpoint["best_loss"] - 5.0
+    atomic_write_json(record, {"loss": better, "step": 6, "epoch": 1})
+    kept = (best / "model.safetensors").read_bytes()
+    resumed = run(tokenizer, replace(config, num_epochs=2, eval_every=1))
+    assert resumed.start_step == 4 and all(not e.improved for e in resumed.evals)
+    assert resumed.best_loss == pytest.approx(better)
+    assert (best / "model.safetensors").read_bytes() == kept  # the better model stays
+    assert json.loads(record.read_text())["loss"] == pytest.approx(better)
+
+
+def test_a_failing_data_source_is_retried_with_backoff(tokenizer: PreTrainedTokenizerBase) -> None:
+    source, waits = FlakySource(failing=(2, 3)), []  # the second epoch's first two draws fail
+    config = replace(SMALL, num_epochs=2, data_retries=3, data_retry_wait_s=2.0, data_retry_max_wait_s=3.0)
+    model = fresh_model(LOCAL, seed=0, dtype=torch.float32)
+    result = train(model, tokenizer, source, SyntheticSource("heldout"), config, sleep=waits.append)
+    assert waits == [2.0, 3.0]  # doubled, capped
+    assert (result.steps, result.epochs, source.calls) == (8, 2, 4)
+
+
+def test_a_dead_data_source_reuses_the_previous_samples(tokenizer: PreTrainedTokenizerBase) -> None:
+    source, waits = FlakySource(fail_after=1), []
+    config = replace(SMALL, num_epochs=3, data_retries=2, data_retry_wait_s=1.0)
+    model = fresh_model(LOCAL, seed=0, dtype=torch.float32)
+    result = train(model, tokenizer, source, SyntheticSource("heldout"), config, sleep=waits.append)
+    assert (result.steps, result.epochs) == (12, 3)  # epochs 1 and 2 trained on epoch 0's samples again
+    assert waits == [1.0, 2.0, 1.0, 2.0] and source.calls == 7
+    with pytest.raises(DataSourceError):  # nothing to fall back on in the first epoch
+        model = fresh_model(LOCAL, seed=0, dtype=torch.float32)
+        train(
+            model,
+            tokenizer,
+            FlakySource(fail_after=0),
+            SyntheticSource("heldout"),
+            config,
+            sleep=waits.append,
+        )
+
+
+def test_config_json_names_the_saved_dtype(tmp_path: Path) -> None:
+    model = fresh_model(LOCAL, seed=0, dtype=torch.float32)
+    folder = save_model(model, load_tokenizer(LOCAL), tmp_path / "m", dtype=torch.bfloat16)
+    config_json = json.loads((folder / "config.json").read_text())
+    assert config_json["dtype"] == "bfloat16" and config_json.get("torch_dtype", "bfloat16") == "bfloat16"
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.bfloat16}
+    assert ModelChecker().check_folder(folder, LOCAL) > 0
+    assert model.dtype == torch.float32 and model.config.dtype == torch.float32  # the model is untouched
