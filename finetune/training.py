@@ -408,6 +408,9 @@ def train(  # noqa: PLR0915 - one recipe, read top to bottom (as nanoGPT's train
             raise DataSourceError(f"epoch {epoch}: no training samples (the data source keeps failing)")
         else:
             logger.warning("epoch %d: training on the previous epoch's samples again", epoch)
+        if accelerator.num_processes > 1:  # a live source (Cortex) may give processes different counts:
+            count = torch.tensor([len(samples)], device=accelerator.device)  # take the same number of steps
+            samples = samples[: int(accelerator.gather(count).min())]
         batches = _micro_batches(samples, accelerator, config)
         bar = tqdm(total=len(batches) // config.accumulation_steps, desc=f"epoch {epoch}",
                    disable=not accelerator.is_local_main_process, leave=False)  # fmt: skip

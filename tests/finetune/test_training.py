@@ -104,11 +104,14 @@ def test_too_few_samples_for_one_step_is_a_config_error(tokenizer: PreTrainedTok
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_with_ddp(tmp_path: Path) -> None:
+@pytest.mark.parametrize("uneven", [False, True])
+def test_two_cpu_processes_train_with_ddp(tmp_path: Path, uneven: bool) -> None:
+    # uneven: the second process's source returns 16 fewer samples (a live Cortex pool can differ
+    # between processes); both must still take the same number of steps, or DDP would hang
     script = tmp_path / "ddp.py"
     script.write_text(
         textwrap.dedent("""
-        import json, sys
+        import json, os, sys
         from pathlib import Path
         import torch
         from constants.competitions import LOCAL
@@ -117,12 +120,18 @@ def test_two_cpu_processes_train_with_ddp(tmp_path: Path) -> None:
         from finetune.tokenization import load_tokenizer
         from finetune.training import TrainConfig, make_accelerator, train
 
-        out = Path(sys.argv[1])
+        out, uneven = Path(sys.argv[1]), sys.argv[2] == "True"
+
+        class Source:
+            def sample(self, n, *, seed):
+                drop = 16 * int(os.environ["RANK"]) if uneven else 0
+                return SyntheticSource("train").sample(n, seed=seed)[: n - drop]
+
         config = TrainConfig(lr=3e-3, samples_per_epoch=64, micro_batch_size=4, accumulation_steps=2,
                              eval_samples=16, sequence_length=96, output_dir=out / "best")
         accelerator = make_accelerator(config, cpu=True)
         model = fresh_model(LOCAL, seed=0, dtype=torch.float32)
-        result = train(model, load_tokenizer(LOCAL), SyntheticSource("train"), SyntheticSource("heldout"),
+        result = train(model, load_tokenizer(LOCAL), Source(), SyntheticSource("heldout"),
                        config, accelerator=accelerator)
         if accelerator.is_main_process:
             (out / "result.json").write_text(json.dumps({
@@ -132,12 +141,13 @@ def test_two_cpu_processes_train_with_ddp(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*command, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
-                          check=False, timeout=240, cwd=ROOT)  # fmt: skip
+    done = subprocess.run([*command, str(script), str(tmp_path), str(uneven)], env=env, capture_output=True,
+                          text=True, check=False, timeout=240, cwd=ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["processes"] == 2 and result["type"] == "DistributedType.MULTI_CPU"
-    assert result["steps"] == 64 // (4 * 2) // 2  # each optimizer step consumes both processes' batches
+    # each optimizer step consumes both processes' batches; uneven: 48 usable samples per process at most
+    assert result["steps"] == (48 if uneven else 64) // (4 * 2) // 2
     assert result["best"] < result["initial"]
     assert ModelChecker().check_folder(tmp_path / "best", LOCAL) > 0
 
