@@ -94,6 +94,19 @@ class BittensorChain:
         """The chain's latest block number."""
         return self._call(f"current block (netuid {self.netuid})", lambda: int(self._subtensor.block))
 
+    def finalized_block(self) -> int:
+        """The chain's latest finalized block number."""
+        return self._call(
+            f"finalized block (netuid {self.netuid})", lambda: int(self._subtensor.finalized_block)
+        )
+
+    def min_allowed_weights(self) -> int:
+        """The subnet's ``MinAllowedWeights`` hyperparameter."""
+        return self._call(
+            f"MinAllowedWeights (netuid {self.netuid})",
+            lambda: int(self._subtensor.hyperparameters.min_allowed_weights(self.netuid)),
+        )
+
     def block_hash(self, block: int) -> str:
         """The hash of ``block`` (``0x``-hex), read from its header."""
         what = f"hash of block {block}"

@@ -56,12 +56,16 @@ class LocalChain:
         hotkey: str | None = None,
         seconds_per_block: float = 12.0,
         commit_interval_blocks: int = 0,
+        finality_lag_blocks: int = 2,
+        min_allowed_weights: int = 1,
         clock: Callable[[], float] = time.time,
         busy_timeout_s: float = 30.0,
     ) -> None:
         self.path = Path(path)
         self.netuid = netuid
         self.hotkey = hotkey
+        if finality_lag_blocks < 0 or min_allowed_weights < 0:
+            raise ValueError("finality_lag_blocks and min_allowed_weights must be >= 0")
         self.commit_interval_blocks = commit_interval_blocks
         self._clock = clock
         self._busy_timeout_s = busy_timeout_s
@@ -71,8 +75,9 @@ class LocalChain:
                 if statement.strip():
                     db.execute(statement)
             db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('genesis', ?), ('offset', 0), ('seconds_per_block', ?)",
-                (self._clock(), seconds_per_block),
+                "INSERT OR IGNORE INTO meta VALUES ('genesis', ?), ('offset', 0), ('seconds_per_block', ?),"
+                " ('finality_lag_blocks', ?), ('min_allowed_weights', ?)",
+                (self._clock(), seconds_per_block, finality_lag_blocks, min_allowed_weights),
             )
 
     @contextmanager
@@ -104,6 +109,24 @@ class LocalChain:
     def current_block(self) -> int:
         with self._transaction() as db:
             return self._block(db)
+
+    def finalized_block(self) -> int:
+        """The current block less the chain's finality lag (fixed when the chain file was created, so
+        every process agrees), never below 0."""
+        with self._transaction() as db:
+            lag = self._meta(db, "finality_lag_blocks", 0)
+            return max(0, self._block(db) - int(lag))
+
+    def min_allowed_weights(self) -> int:
+        """``MinAllowedWeights`` of this local subnet (fixed when the chain file was created)."""
+        with self._transaction() as db:
+            return int(self._meta(db, "min_allowed_weights", 1))
+
+    @staticmethod
+    def _meta(db: sqlite3.Connection, key: str, default: float) -> float:
+        """A value of the meta table; ``default`` for chain files made before the key existed."""
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else float(row[0])
 
     def block_hash(self, block: int) -> str:
         """A stand-in block hash: SHA-256 of the chain's genesis time and the block number, so every

@@ -68,6 +68,11 @@ class Chain(Protocol):
         """The chain's latest block number."""
         ...
 
+    def finalized_block(self) -> int:
+        """The latest finalized block number (at most :meth:`current_block`): its hash can no longer
+        change, so validators seed samples from it."""
+        ...
+
     def block_hash(self, block: int) -> str:
         """The hash of ``block`` (hex text): the same for every validator, so it seeds the samples."""
         ...
@@ -86,6 +91,10 @@ class Chain(Protocol):
 
     def commitments(self) -> dict[str, Commitment]:
         """Every hotkey's latest commitment with its block, keyed by hotkey."""
+        ...
+
+    def min_allowed_weights(self) -> int:
+        """The subnet's ``MinAllowedWeights``: the fewest non-zero weights a weights call may carry."""
         ...
 
     def set_weights(self, uids: Sequence[int], weights: Sequence[float], *, version_key: int) -> None:

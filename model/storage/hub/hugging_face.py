@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
@@ -208,7 +208,9 @@ class HuggingFaceHub:
             files.append(RepoFile(path=sibling.rfilename, size=int(size)))
         return RepoInfo(repo_id=repo_id, commit=commit, files=tuple(files), private=bool(info.private))
 
-    def download(self, repo_id: str, *, commit: str, dest: Path) -> Path:
+    def download(
+        self, repo_id: str, *, commit: str, dest: Path, allow_patterns: Sequence[str] | None = None
+    ) -> Path:
         """Download ``commit`` into ``dest`` (absent or empty) as plain files; returns ``dest``.
 
         Raises :class:`UnsafePathError` if anything would land outside ``dest`` or is a link; ``dest``
@@ -226,7 +228,12 @@ class HuggingFaceHub:
             repo_id,
             commit,
             lambda: snapshot_download(
-                repo_id, revision=commit, local_dir=dest, token=self._token, endpoint=self._api.endpoint
+                repo_id,
+                revision=commit,
+                local_dir=dest,
+                token=self._token,
+                endpoint=self._api.endpoint,
+                allow_patterns=None if allow_patterns is None else list(allow_patterns),
             ),
             transfer=True,
         )

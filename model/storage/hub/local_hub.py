@@ -8,12 +8,14 @@ a hub opened without a user (a validator) reads public repositories only, as on 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from model.storage.hub.protocol import RepoFile, RepoInfo, split_repo_id
@@ -97,7 +99,9 @@ class LocalHub:
         )
         return RepoInfo(repo_id=repo_id, commit=commit, files=files, private=bool(meta["private"]))
 
-    def download(self, repo_id: str, *, commit: str, dest: Path) -> Path:
+    def download(
+        self, repo_id: str, *, commit: str, dest: Path, allow_patterns: Sequence[str] | None = None
+    ) -> Path:
         commit_dir, _ = self._commit_dir(repo_id, commit)
         target_root = Path(dest)
         if target_root.exists() and any(target_root.iterdir()):
@@ -106,6 +110,8 @@ class LocalHub:
         try:
             target_root.mkdir(parents=True, exist_ok=True)
             for relative in _files_under(commit_dir):
+                if allow_patterns is not None and not _matches(relative, allow_patterns):
+                    continue
                 target = safe_join(target_root, relative)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(commit_dir / relative, target)
@@ -134,3 +140,10 @@ def _files_under(folder: Path) -> list[str]:
         for filename in sorted(filenames):
             found.append(Path(dirpath, filename).relative_to(folder).as_posix())
     return found
+
+
+def _matches(relative: str | Path, patterns: Sequence[str]) -> bool:
+    """Whether the top-level file ``relative`` matches one of ``patterns`` (as ``snapshot_download``'s
+    ``allow_patterns`` would, for the flat model file set)."""
+    name = Path(relative).as_posix()
+    return "/" not in name and any(fnmatch.fnmatchcase(name, p) for p in patterns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -61,10 +62,14 @@ class Hub(Protocol):
         """The file list (with sizes) and visibility of ``commit``, without downloading it."""
         ...
 
-    def download(self, repo_id: str, *, commit: str, dest: Path) -> Path:
+    def download(
+        self, repo_id: str, *, commit: str, dest: Path, allow_patterns: Sequence[str] | None = None
+    ) -> Path:
         """Download ``commit`` into the plain folder ``dest`` (real files, no links); returns it.
 
-        ``dest`` must be absent or empty, so a stale folder never passes for this commit."""
+        ``dest`` must be absent or empty, so a stale folder never passes for this commit. With
+        ``allow_patterns`` (``fnmatch`` patterns, e.g. :data:`model.model_files.MODEL_FILE_PATTERNS`)
+        only the top-level files matching one of them are fetched."""
         ...
 
     def make_private(self, repo_id: str) -> None:

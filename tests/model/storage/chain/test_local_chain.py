@@ -159,3 +159,15 @@ def test_two_processes_share_one_file(tmp_path: Path) -> None:
     assert [w.exitcode for w in workers] == [0, 0]
     commitments = admin.commitments()
     assert {hk: c.data for hk, c in commitments.items()} == {"p1": "p1:model:39", "p2": "p2:model:39"}
+
+
+def test_finalized_block_lags_the_head_by_the_lag_fixed_at_creation(tmp_path: Path) -> None:
+    chain = LocalChain(tmp_path / "c.sqlite", finality_lag_blocks=3, min_allowed_weights=8)
+    chain.advance(10)
+    assert chain.current_block() - chain.finalized_block() == 3
+    # another process opening the same file with other settings sees the chain's own values
+    other = LocalChain(tmp_path / "c.sqlite", finality_lag_blocks=0, min_allowed_weights=1)
+    assert other.finalized_block() == chain.finalized_block()
+    assert other.min_allowed_weights() == 8
+    fresh = LocalChain(tmp_path / "f.sqlite", finality_lag_blocks=5)
+    assert fresh.finalized_block() == 0  # never below genesis

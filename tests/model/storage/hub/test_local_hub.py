@@ -92,3 +92,19 @@ def test_upload_copies_link_targets_as_real_files(tmp_path: Path) -> None:
     dest = LocalHub(tmp_path / "hub").download("alice/ft", commit=commit, dest=tmp_path / "dl")
     assert not (dest / "linked.safetensors").is_symlink()
     assert (dest / "linked.safetensors").read_bytes() == b"linked"
+
+
+def test_download_with_allow_patterns_fetches_only_matching_top_level_files(tmp_path: Path) -> None:
+    from model.model_files import MODEL_FILE_PATTERNS, is_model_file
+
+    hub = LocalHub(tmp_path / "hub", user="alice")
+    folder = tmp_path / "m"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "README.md", ".gitattributes", "training_args.bin"):
+        (folder / name).write_bytes(name.encode())
+    (folder / "sub" / "config.json").write_text("{}")
+    hub.create_repo("alice/ft")
+    commit = hub.upload_folder("alice/ft", folder)
+    dest = hub.download("alice/ft", commit=commit, dest=tmp_path / "dl", allow_patterns=MODEL_FILE_PATTERNS)
+    assert sorted(p.name for p in dest.rglob("*")) == ["config.json", "model.safetensors"]
+    assert is_model_file("tokenizer.json") and not is_model_file("sub/config.json")
