@@ -4,12 +4,20 @@ Both neurons parse the same flags (``add_network_args``) and call ``connect`` to
 ``--localnet DIR``, switches every port to the local network in DIR (``chain.sqlite``, ``hub/``,
 ``wallets/``); without it the conventional bittensor flags apply. ``--localnet.competition`` picks which
 local schedule (``constants.competitions.LOCALNET_SCHEDULES``) the local network runs.
+
+On the real network ``connect`` unlocks the hotkey once (an encrypted one asks for its password here,
+or reads it from btcli's ``BT_PW_<path>`` variable, never again on a write) and reaches the chain
+within ``PROBE_TIMEOUT_S``: if it cannot, it raises one :class:`ChainError` naming the endpoints it
+tried, which the neurons turn into a non-zero exit. The defaults of ``--subtensor.network``,
+``--wallet.path``, ``--wallet.name`` and ``--wallet.hotkey`` come from ``BT_NETWORK``,
+``BT_WALLET_PATH``, ``BT_WALLET`` and ``BT_WALLET_HOTKEY`` when set, as btcli reads them.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,14 +28,17 @@ from model.storage.chain.local_chain import LocalChain
 from model.storage.chain.protocol import Chain
 from model.storage.hub.local_hub import LocalHub
 from model.storage.hub.protocol import Hub
-from utilities.errors import ConfigError
+from utilities.errors import ChainError, ConfigError
 
 if TYPE_CHECKING:
     import bittensor as bt
+    from bittensor.keyfiles import Keypair
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WALLET_PATH = "~/.bittensor/wallets"
+PROBE_TIMEOUT_S = 30.0
+"""How long a neuron tries to reach the chain at start before it gives up (and exits)."""
 
 
 @dataclass(frozen=True)
@@ -74,16 +85,34 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--subtensor.network",
         dest="subtensor_network",
-        default="finney",
-        help="bittensor network name or websocket endpoint (default: %(default)s)",
+        default=os.environ.get("BT_NETWORK") or "finney",
+        help="bittensor network name or websocket endpoint (default: $BT_NETWORK or finney; now "
+        "%(default)s)",
     )
-    group.add_argument("--wallet.name", dest="wallet_name", default="default", help="coldkey wallet name")
-    group.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="hotkey name")
+    group.add_argument(
+        "--subtensor.chain_endpoint",
+        dest="subtensor_chain_endpoint",
+        default=None,
+        metavar="URL",
+        help="websocket endpoint of a subtensor node (ws:// or wss://); overrides --subtensor.network",
+    )
+    group.add_argument(
+        "--wallet.name",
+        dest="wallet_name",
+        default=os.environ.get("BT_WALLET") or "default",
+        help="coldkey wallet name (default: $BT_WALLET or default)",
+    )
+    group.add_argument(
+        "--wallet.hotkey",
+        dest="wallet_hotkey",
+        default=os.environ.get("BT_WALLET_HOTKEY") or "default",
+        help="hotkey name (default: $BT_WALLET_HOTKEY or default)",
+    )
     group.add_argument(
         "--wallet.path",
         dest="wallet_path",
-        default=None,
-        help=f"wallets folder ({DEFAULT_WALLET_PATH}, or DIR/wallets with --localnet)",
+        default=os.environ.get("BT_WALLET_PATH") or None,
+        help=f"wallets folder ($BT_WALLET_PATH, else {DEFAULT_WALLET_PATH}; DIR/wallets with --localnet)",
     )
     group.add_argument("--logging.debug", dest="logging_debug", action="store_true", help="debug logs")
     group.add_argument(
@@ -111,12 +140,39 @@ def local_wallet(wallets_dir: Path, name: str, hotkey: str) -> bt.Wallet:
     return wallet
 
 
-def connect(args: argparse.Namespace, *, hub_user: str | None = None, need_wallet: bool = True) -> Network:
+def unlock_hotkey(wallet: bt.Wallet) -> Keypair:
+    """The wallet's hotkey keypair, unlocked once (a password prompt, or btcli's ``BT_PW_<path>``
+    variable, for an encrypted one) and kept in the wallet for every later use.
+
+    Only ``hotkeys/<name>`` is read: a wallet without ``hotkeys/<name>pub.txt`` works as well.
+    """
+    from bittensor.keyfiles import KeyfileError
+
+    path = wallet.hotkey_file.path
+    if not Path(path).exists():
+        raise ConfigError(
+            f"no hotkey '{wallet.hotkey_str}' in wallet '{wallet.name}' ({path} does not exist): create "
+            "it with btcli, or pass --wallet.name/--wallet.hotkey/--wallet.path"
+        )
+    try:
+        return wallet.unlock_hotkey()
+    except (KeyfileError, OSError, ValueError) as exc:  # wrong password, unreadable or corrupt file
+        raise ConfigError(f"cannot unlock hotkey {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def connect(
+    args: argparse.Namespace,
+    *,
+    hub_user: str | None = None,
+    need_wallet: bool = True,
+    substrate: bt.Substrate | None = None,
+) -> Network:
     """Build the chain and hub ports the arguments ask for.
 
     ``hub_user`` is the namespace a miner publishes under (the local hub lets it write there; on
     Hugging Face the token decides). ``need_wallet=False`` gives a read-only view (no commits, no
-    weights).
+    weights). ``substrate`` replaces the SDK's RPC backend (tests). On the real network the chain is
+    probed before this returns: :class:`ChainError` within ``PROBE_TIMEOUT_S`` if it is unreachable.
     """
     import bittensor as bt
 
@@ -136,15 +192,23 @@ def connect(args: argparse.Namespace, *, hub_user: str | None = None, need_walle
     from model.storage.chain.bittensor_chain import BittensorChain
     from model.storage.hub.hugging_face import HuggingFaceHub
 
+    if not getattr(args, "logging_trace", False):
+        # the SDK logs every endpoint it fails to dial; the probe's one line says it all
+        logging.getLogger("bittensor").setLevel(logging.WARNING)
     wallet = None
+    signer = None
     if need_wallet:
         path = str(Path(args.wallet_path or DEFAULT_WALLET_PATH).expanduser())
         wallet = bt.Wallet(name=args.wallet_name, hotkey=args.wallet_hotkey, path=path)
-        if not Path(wallet.hotkey_file.path).exists():
-            raise ConfigError(
-                f"no hotkey '{args.wallet_hotkey}' in wallet '{args.wallet_name}' under {path}: "
-                "create it with btcli, or pass --wallet.name/--wallet.hotkey/--wallet.path"
-            )
-    chain = BittensorChain.connect(args.subtensor_network, netuid=args.netuid, wallet=wallet)
-    logger.info("bittensor network %s (netuid %d)", args.subtensor_network, args.netuid)
-    return Network(chain=chain, hub=HuggingFaceHub(), wallet=wallet, localnet=None)
+        signer = unlock_hotkey(wallet)
+    network = getattr(args, "subtensor_chain_endpoint", None) or args.subtensor_network
+    if getattr(args, "subtensor_chain_endpoint", None) and not network.startswith(("ws://", "wss://")):
+        raise ConfigError(f"--subtensor.chain_endpoint must be a ws:// or wss:// URL, not {network!r}")
+    real = BittensorChain.connect(network, netuid=args.netuid, signer=signer, substrate=substrate)
+    try:
+        block = real.probe(timeout_s=PROBE_TIMEOUT_S)
+    except ChainError:
+        real.close()
+        raise
+    logger.info("bittensor network %s (netuid %d) at block %d", network, args.netuid, block)
+    return Network(chain=real, hub=HuggingFaceHub(), wallet=wallet, localnet=None)

@@ -21,7 +21,14 @@ Value shapes follow what the real transport returns (plain decoded values, see `
 
 Failures are scripted per protocol method: ``fail(method, *errors)`` raises the errors on the
 next calls, ``hang(method)`` makes every call of that method wait forever (without blocking the
-SDK's event loop). Every call is logged in ``calls`` as ``(method, args)``.
+SDK's event loop; ``in_flight`` counts the calls still waiting, so a test can check a timeout
+cancelled them). Every call is logged in ``calls`` as ``(method, args)``.
+
+Writes take effect like on chain: a successful ``set_commitment`` stores the commitment at the
+current block, a weights call sets the signer's ``LastUpdate``. ``after_submit`` scripts a submit
+whose answer is lost: ``(True, error)`` lands the write and then raises ``error`` (the connection
+dropped after sending), ``(False, error)`` raises it without effect (sent and lost).
+``blocks_per_read`` advances the block on every ``block_number`` read (a chain that moves on).
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ class Submission:
     signature: bytes
     wait_for_inclusion: bool
     wait_for_finalization: bool
+    period: int | None = None
 
 
 @dataclass
@@ -144,6 +152,12 @@ class FakeSubstrate:
         self._failures: dict[str, list[BaseException]] = {}
         self._hanging: set[str] = set()
         self.connected = False
+        self.connects = 0
+        self.closes = 0
+        self.in_flight = 0
+        self.blocks_per_read = 0
+        self.seconds_per_block = 12.0  # what block_time() says (the SDK sleeps one between resubmits)
+        self.after_submit: list[tuple[bool, BaseException]] = []
 
     # Scripting ---------------------------------------------------------------------------------
 
@@ -191,7 +205,11 @@ class FakeSubstrate:
         if pending:
             raise pending.pop(0)
         if method in self._hanging:
-            await asyncio.Event().wait()
+            self.in_flight += 1
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.in_flight -= 1
 
     # Display metadata / lifecycle -------------------------------------------------------------
 
@@ -200,10 +218,13 @@ class FakeSubstrate:
 
     async def connect(self) -> None:
         await self._enter("connect")
+        await asyncio.sleep(0.05)  # a handshake takes time: concurrent first calls overlap here
         self.connected = True
+        self.connects += 1
 
     async def close(self) -> None:
         self.connected = False
+        self.closes += 1
 
     # Reads -------------------------------------------------------------------------------------
 
@@ -213,6 +234,7 @@ class FakeSubstrate:
 
     async def block_number(self) -> int:
         await self._enter("block_number")
+        self.block += self.blocks_per_read
         return self.block
 
     async def finalized_block_number(self) -> int:
@@ -220,7 +242,7 @@ class FakeSubstrate:
         return self.block - 2
 
     async def block_time(self) -> float:
-        return 12.0
+        return self.seconds_per_block
 
     async def spec_version(self) -> int:
         return 1
@@ -233,7 +255,14 @@ class FakeSubstrate:
         block_hash: str | None = None,
     ) -> Any:
         await self._enter("query", module, storage_function, list(params or []), block_hash)
-        return self.storage.get((module, storage_function), {}).get(tuple(params or []))
+        key = tuple(params or [])
+        if (module, storage_function) == ("System", "BlockHash") and key not in self.storage.get(
+            (module, storage_function), {}
+        ):
+            # frame_system keeps recent hashes; a block not produced yet reads as the zero hash
+            number = int(key[0])
+            return f"0x{number:064x}" if number <= self.block else "0x" + "00" * 32
+        return self.storage.get((module, storage_function), {}).get(key)
 
     async def map_has_entries(
         self, module: str, storage_function: str, params: list[Any], block_hash: str | None = None
@@ -350,16 +379,48 @@ class FakeSubstrate:
                 signature=bytes(keypair.sign(payload)),
                 wait_for_inclusion=wait_for_inclusion,
                 wait_for_finalization=wait_for_finalization,
+                period=period,
             )
         )
+        if self.after_submit:
+            lands, error = self.after_submit.pop(0)
+            if lands:
+                self._take_effect(call, keypair.ss58_address)
+            raise error
         if self.results:
-            return self.results.pop(0)
+            result = self.results.pop(0)
+            if result.success:
+                self._take_effect(call, keypair.ss58_address)
+            return result
+        self._take_effect(call, keypair.ss58_address)
         return bt.ExtrinsicResult(
             success=True,
             message="Success",
             block_hash=f"0x{self.block:064x}",
             extrinsic_id=f"{self.block}-0002",
         )
+
+    def _take_effect(self, call: Any, signer: str) -> None:
+        """What an included call changes in storage (the calls this subnet makes)."""
+        if not isinstance(call, ComposedCall):
+            return
+        netuid = call.params.get("netuid")
+        if (call.module, call.function) == ("Commitments", "set_commitment"):
+            fields = [
+                {name: "0x" + bytes(value).hex() for name, value in entry.items()}
+                for entry in call.params["info"]["fields"]
+            ]
+            record = {"block": self.block, "deposit": 0, "info": {"fields": fields}}
+            self.add_commitment(netuid, signer, record)
+        elif call.module == "SubtensorModule" and "weights" in call.function:
+            uid = self.storage.get(("SubtensorModule", "Uids"), {}).get((netuid, signer))
+            if uid is None:
+                return
+            column = self.storage.setdefault(("SubtensorModule", "LastUpdate"), {})
+            updates = list(column.get((netuid,), []))
+            updates += [0] * (int(uid) + 1 - len(updates))
+            updates[int(uid)] = self.block
+            column[(netuid,)] = updates
 
     async def submit_signed(self, extrinsic: Any, keypair: Any, **kwargs: Any) -> bt.ExtrinsicResult:
         raise NotImplementedError("FakeSubstrate.submit_signed")

@@ -1,69 +1,85 @@
 """The real-network :class:`~model.storage.chain.protocol.Chain`, on the bittensor 11 SDK.
 
-Reads go through ``bt.Subtensor`` (the blocking client): ``subnets.metagraph``,
-``subnets.commitments``, ``identity.commitment``, ``block``. Writes are a raw
-``Commitments.set_commitment`` call signed by the hotkey, and the ``SetWeights`` intent (which
-conforms the weights to the subnet and picks plaintext or commit-reveal itself).
+Every call is a coroutine of the SDK's async ``bt.Client`` run by :class:`SdkRunner` on one loop
+thread under a timeout that cancels it (the SDK's own response timeout is 60 s; ours sit above).
+Reads: ``subnets.metagraph``, one ``Commitments.CommitmentOf`` map query for all commitments, one
+entry for a single hotkey, ``System.BlockHash`` for a block's hash (32 bytes, no block download).
+Writes: a raw ``Commitments.set_commitment`` signed by the hotkey, and the ``SetWeights`` intent
+(conforms the weights, picks plaintext or timelocked commit-reveal) with the resubmit retries of
+the SDK's own ``bt.set_weights`` helper.
 
-Every call runs under :func:`utilities.retry.retry_call`. Reads are retried on timeouts and
-connection errors. Writes are retried only on connection errors: a write that timed out may still
-be in flight on the SDK's event loop, and sending it again could double-submit.
+Failures: a chain that cannot be reached is retried with growing back-off shared by all calls
+(:class:`OutageGate`, one log line a minute). A write whose fate is unknown (timeout, dropped
+connection: "the transaction may already be in the pool or on chain") is never blindly resent:
+:class:`~model.storage.chain.writes.WriteVerifier` watches the chain until it shows the write, or
+until the write's short era has passed (then it can no longer land, and only then it is resent).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import bittensor as bt
 import numpy as np
 from bittensor.intents.weights import SetWeights
+from bittensor.keyfiles import Keypair
+from bittensor.settings import default_fallback_endpoints
 
 from model.data import MAX_COMMITMENT_BYTES
+from model.storage.chain.commitment_codec import commitment_from_record
+from model.storage.chain.outage import OutageGate
 from model.storage.chain.protocol import Commitment, Metagraph
+from model.storage.chain.sdk_runner import SdkRunner
+from model.storage.chain.writes import UNREACHABLE, WriteVerifier
 from utilities.errors import ChainError, CommitmentError, ConfigError
-from utilities.retry import CallTimeoutError, retry_call
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-_READ_RETRY_ON: tuple[type[BaseException], ...] = (
-    CallTimeoutError,
-    ConnectionError,
-    OSError,
-    bt.RpcConnectionError,
-)
-# No timeouts here (CallTimeoutError is an OSError, so OSError is left out too): see module doc.
-_WRITE_RETRY_ON: tuple[type[BaseException], ...] = (ConnectionError, bt.RpcConnectionError)
+SET_WEIGHTS_RETRIES = 2
+"""Resubmits on transient pool rejections, as ``bt.set_weights`` does."""
+WRITE_ERA_BLOCKS = 8
+"""Era of our writes: a transaction not included within this many blocks can never be."""
+_ZERO_HASH = "0x" + "00" * 32
+_PROBE_FAILURES: tuple[type[BaseException], ...] = (*UNREACHABLE, bt.BittensorError)
 
 
 class BittensorChain:
-    """A subnet on a bittensor network; writes act as ``wallet``'s hotkey."""
+    """A subnet on a bittensor network; writes are signed by ``signer`` (the unlocked hotkey)."""
 
     def __init__(
         self,
-        subtensor: bt.SyncClient,
+        runner: SdkRunner,
         *,
         netuid: int,
-        wallet: bt.Wallet | None = None,
-        timeout_s: float = 60.0,
+        signer: Keypair | None = None,
+        timeout_s: float = 90.0,
+        write_timeout_s: float = 180.0,
         attempts: int = 3,
-        wait_s: float = 1.0,
+        gate: OutageGate | None = None,
+        poll_s: float | None = None,
+        endpoints: Sequence[str] = (),
     ) -> None:
         if netuid < 0:
             raise ConfigError(f"netuid must be >= 0, got {netuid}")
-        if timeout_s <= 0 or attempts < 1 or wait_s < 0:
+        if timeout_s <= 0 or write_timeout_s <= 0 or attempts < 1 or (poll_s is not None and poll_s <= 0):
             raise ConfigError(
-                f"invalid retry settings: timeout_s={timeout_s}, attempts={attempts}, wait_s={wait_s}"
+                f"invalid chain settings: timeout_s={timeout_s}, write_timeout_s={write_timeout_s}, "
+                f"attempts={attempts}, poll_s={poll_s}"
             )
         self.netuid = netuid
-        self._subtensor = subtensor
-        self._wallet = wallet
+        self.endpoints = tuple(endpoints) or (runner.client.endpoint,)
+        self._runner = runner
+        self._signer = signer
         self._timeout_s = timeout_s
+        self._write_timeout_s = write_timeout_s
         self._attempts = attempts
-        self._wait_s = wait_s
+        self._gate = gate or OutageGate()
+        self._poll_s = poll_s
+        self._verifier = WriteVerifier(self, era_blocks=WRITE_ERA_BLOCKS)
 
     @classmethod
     def connect(
@@ -71,60 +87,73 @@ class BittensorChain:
         network: str,
         *,
         netuid: int,
-        wallet: bt.Wallet | None = None,
-        timeout_s: float = 60.0,
-        attempts: int = 3,
-        wait_s: float = 1.0,
+        signer: Keypair | None = None,
+        substrate: bt.Substrate | None = None,
+        **options: Any,
     ) -> BittensorChain:
-        """A chain on ``network`` (``finney``, ``test``, ``local`` or a ``ws(s)://`` URL).
-
-        Nothing is dialled here: the SDK connects on the first call, under that call's timeout.
-        """
+        """A chain on ``network`` (``finney``, ``test``, ``local`` or a ``ws(s)://`` URL); nothing is
+        dialled until :meth:`probe` or the first call. ``substrate`` replaces the SDK's RPC backend
+        (tests)."""
         try:
-            subtensor = bt.Subtensor(network)
+            client = bt.Client(network, substrate=substrate)
         except ValueError as exc:  # unknown network name
             raise ConfigError(f"cannot use network {network!r}: {exc}") from exc
-        return cls(
-            subtensor, netuid=netuid, wallet=wallet, timeout_s=timeout_s, attempts=attempts, wait_s=wait_s
-        )
+        endpoints = (client.endpoint, *default_fallback_endpoints(client.network))
+        return cls(SdkRunner(client), netuid=netuid, signer=signer, endpoints=endpoints, **options)
+
+    def probe(self, *, timeout_s: float = 30.0) -> int:
+        """Reach the chain once, within ``timeout_s`` and without retries; the current block.
+
+        Raises one :class:`ChainError` naming the endpoints tried and what to check.
+        """
+        try:
+            return int(self._runner.call(lambda c: c.block(), timeout_s=timeout_s, what="chain probe"))
+        except _PROBE_FAILURES as exc:
+            raise ChainError(
+                f"cannot reach the bittensor chain within {timeout_s:g} s (tried "
+                f"{', '.join(self.endpoints)}): {type(exc).__name__}: {exc}. Check the internet "
+                "connection and firewall (outgoing websockets), --subtensor.network / "
+                "--subtensor.chain_endpoint, or run on the local network with --localnet DIR"
+            ) from exc
+
+    def close(self) -> None:
+        """Close the connection and its loop thread."""
+        self._runner.close()
 
     # Reads -------------------------------------------------------------------------------------
 
     def current_block(self) -> int:
         """The chain's latest block number."""
-        return self._call(f"current block (netuid {self.netuid})", lambda: int(self._subtensor.block))
+        return int(self.read(f"current block (netuid {self.netuid})", lambda c: c.block()))
 
     def finalized_block(self) -> int:
         """The chain's latest finalized block number."""
-        return self._call(
-            f"finalized block (netuid {self.netuid})", lambda: int(self._subtensor.finalized_block)
-        )
+        return int(self.read(f"finalized block (netuid {self.netuid})", lambda c: c.finalized_block()))
 
     def min_allowed_weights(self) -> int:
         """The subnet's ``MinAllowedWeights`` hyperparameter."""
-        return self._call(
-            f"MinAllowedWeights (netuid {self.netuid})",
-            lambda: int(self._subtensor.hyperparameters.min_allowed_weights(self.netuid)),
-        )
+        what = f"MinAllowedWeights (netuid {self.netuid})"
+        return int(self.read(what, lambda c: c.hyperparameters.min_allowed_weights(self.netuid)))
 
     def block_hash(self, block: int) -> str:
-        """The hash of ``block`` (``0x``-hex), read from its header."""
-        what = f"hash of block {block}"
+        """The hash of ``block`` (``0x``-hex): one ``System.BlockHash`` entry, not the block."""
+        value = self.read(f"hash of block {block}", lambda c: c.query(("System", "BlockHash"), [block]))
+        text = value.hex() if isinstance(value, bytes) else str(value or "")
+        text = text if text.startswith("0x") else "0x" + text
+        if text in ("0x", _ZERO_HASH):
+            raise ChainError(f"block {block} is not known to the chain (in the future, or too old)")
+        return text
 
-        def fetch() -> str:
-            info = self._subtensor.block_info(block)
-            if info is None or not info.hash:
-                raise ChainError(f"block {block} is not known to the chain")
-            return str(info.hash)
-
-        return self._call(what, fetch)
+    def block_time(self) -> float:
+        """Seconds per block, as the chain says (12 on finney)."""
+        return float(self.read("block time", lambda c: c.block_time()))
 
     def metagraph(self) -> Metagraph:
         """The subnet's neurons; ``stake`` is each neuron's total stake in the subnet's alpha."""
-        return self._call(f"metagraph of netuid {self.netuid}", self._fetch_metagraph)
-
-    def _fetch_metagraph(self) -> Metagraph:
-        graph = self._subtensor.subnets.metagraph(self.netuid, commitments=False)
+        graph = self.read(
+            f"metagraph of netuid {self.netuid}",
+            lambda c: c.subnets.metagraph(self.netuid, commitments=False),
+        )
         if graph is None:
             raise ChainError(f"subnet netuid {self.netuid} does not exist")
         neurons = list(graph.neurons)
@@ -140,24 +169,47 @@ class BittensorChain:
 
     def commitment(self, hotkey: str) -> Commitment | None:
         """The latest plain-text commitment of ``hotkey``, or ``None`` (also when undecodable)."""
-        what = f"commitment of hotkey {hotkey} on netuid {self.netuid}"
-        record = self._call(what, lambda: self._subtensor.identity.commitment(self.netuid, hotkey))
-        if record is None:
-            return None
-        return _to_commitment(hotkey, record.fields, int(record.block))
+        record = self.read(
+            f"commitment of hotkey {hotkey} on netuid {self.netuid}",
+            lambda c: c.query(("Commitments", "CommitmentOf"), [self.netuid, hotkey]),
+        )
+        return commitment_from_record(hotkey, record) if record else None
 
     def commitments(self) -> dict[str, Commitment]:
-        """Every hotkey's latest plain-text commitment; undecodable entries are logged and skipped."""
-        what = f"commitments on netuid {self.netuid}"
-        records = self._call(what, lambda: dict(self._subtensor.subnets.commitments(self.netuid)))
+        """Every hotkey's latest plain-text commitment (one map query); undecodable ones are logged
+        and skipped."""
+        rows = self.read(
+            f"commitments on netuid {self.netuid}",
+            lambda c: c.query_map(("Commitments", "CommitmentOf"), [self.netuid]),
+        )
         out: dict[str, Commitment] = {}
-        for hotkey, record in records.items():
-            commitment = _to_commitment(str(hotkey), record.fields, int(record.block))
+        for key, record in rows:
+            hotkey = str(key[0] if isinstance(key, list | tuple) and len(key) == 1 else key)
+            commitment = commitment_from_record(hotkey, record)
             if commitment is not None:
-                out[commitment.hotkey] = commitment
+                out[hotkey] = commitment
         return out
 
+    def last_update(self, hotkey: str) -> int | None:
+        """The block at which ``hotkey``'s weights last changed on this subnet (``None`` if it is
+        not registered): ``SubtensorModule.LastUpdate`` at the hotkey's uid."""
+
+        async def fetch(client: bt.Client) -> int | None:
+            uid = await client.query(("SubtensorModule", "Uids"), [self.netuid, hotkey])
+            if uid is None:
+                return None
+            column = await client.query(("SubtensorModule", "LastUpdate"), [self.netuid])
+            column = list(column or [])
+            return int(column[int(uid)]) if int(uid) < len(column) else 0
+
+        return self.read(f"last weights update of {hotkey} on netuid {self.netuid}", fetch)
+
     # Writes ------------------------------------------------------------------------------------
+
+    @property
+    def hotkey(self) -> str | None:
+        """The ss58 address that signs this chain's writes."""
+        return str(self._signer.ss58_address) if self._signer is not None else None
 
     def commit(self, data: str) -> None:
         """Commit ``data`` (at most 128 UTF-8 bytes) as this chain's hotkey, in a ``Raw<n>`` field."""
@@ -167,123 +219,110 @@ class BittensorChain:
                 f"commitment on netuid {self.netuid} is {len(raw)} bytes; it must be 1 to "
                 f"{MAX_COMMITMENT_BYTES} bytes"
             )
-        wallet = self._require_wallet("commit")
-        what = f"commit on netuid {self.netuid} as hotkey {self._hotkey_of(wallet)}"
+        signer = self._require_signer("commit")
+        hotkey = str(signer.ss58_address)
+        what = f"commit on netuid {self.netuid} as hotkey {hotkey}"
         call = bt.calls.Commitments.set_commitment(
             netuid=self.netuid, info={"fields": [{f"Raw{len(raw)}": raw}]}
         )
 
-        def submit() -> None:
-            result = self._subtensor.submit_call(
-                call, wallet, signer="hotkey", wait_for_inclusion=True, wait_for_finalization=False
+        def send(client: bt.Client) -> Awaitable[bt.ExtrinsicResult]:
+            return client.submit_call(
+                call,
+                signer,
+                signer="hotkey",
+                period=WRITE_ERA_BLOCKS,
+                wait_for_inclusion=True,
+                wait_for_finalization=False,
             )
-            _check(result, what, CommitmentError)
 
-        self._call(what, submit, error=CommitmentError, retry_on=_WRITE_RETRY_ON)
+        def state() -> int | None:
+            mine = self.commitment(hotkey)
+            return mine.block if mine is not None else None
+
+        def landed(before: int | None) -> bool:
+            mine = self.commitment(hotkey)
+            return mine is not None and mine.data == data and (before is None or mine.block > before)
+
+        self._verifier.write(what, send, state=state, landed=landed, error=CommitmentError)
 
     def set_weights(self, uids: Sequence[int], weights: Sequence[float], *, version_key: int) -> None:
-        """Set this validator's weights under ``version_key`` (the SDK clips, normalizes, quantizes)."""
+        """Set this validator's weights under ``version_key`` (the SDK clips, normalizes, quantizes,
+        and commits them timelocked when the subnet runs commit-reveal)."""
         if len(uids) != len(weights):
             raise ChainError(
                 f"set_weights on netuid {self.netuid}: {len(uids)} uids but {len(weights)} weights"
             )
-        wallet = self._require_wallet("set_weights")
-        what = f"set_weights on netuid {self.netuid} as hotkey {self._hotkey_of(wallet)}"
-
-        def submit() -> None:
-            intent = SetWeights(  # raises on duplicate uids: inside, so it becomes a ChainError
+        signer = self._require_signer("set_weights")
+        hotkey = str(signer.ss58_address)
+        what = f"set_weights on netuid {self.netuid} as hotkey {hotkey}"
+        try:
+            intent = SetWeights(
                 netuid=self.netuid,
                 uids=[int(u) for u in uids],
                 weights=[float(w) for w in weights],
                 version_key=int(version_key),
             )
-            result = self._subtensor.execute(
-                intent, wallet, wait_for_inclusion=True, wait_for_finalization=False
-            )
-            _check(result, what, ChainError)
+        except bt.BittensorError as exc:  # duplicate uids and the like
+            raise ChainError(f"{what}: {exc}") from exc
 
-        self._call(what, submit, retry_on=_WRITE_RETRY_ON)
+        def send(client: bt.Client) -> Awaitable[bt.ExtrinsicResult]:
+            return client.execute(
+                intent,
+                signer,
+                period=WRITE_ERA_BLOCKS,
+                wait_for_inclusion=True,
+                wait_for_finalization=False,
+                retries=SET_WEIGHTS_RETRIES,
+            )
+
+        def landed(before: int | None) -> bool:
+            now = self.last_update(hotkey)
+            return now is not None and (before is None or now > before)
+
+        self._verifier.write(
+            what, send, state=lambda: self.last_update(hotkey), landed=landed, error=ChainError
+        )
 
     # Plumbing ----------------------------------------------------------------------------------
 
-    def _require_wallet(self, action: str) -> bt.Wallet:
-        if self._wallet is None:
+    def _require_signer(self, action: str) -> Keypair:
+        if self._signer is None:
             raise ConfigError(f"{action} on netuid {self.netuid} needs a wallet; this chain has none")
-        return self._wallet
+        return self._signer
 
-    def _hotkey_of(self, wallet: bt.Wallet) -> str:
-        try:
-            return str(wallet.hotkeypub.ss58_address)
-        except (OSError, ValueError) as exc:  # missing or unreadable key file
-            raise ConfigError(f"cannot read the hotkey of wallet {wallet.name!r}: {exc}") from exc
+    def poll_interval_s(self) -> float:
+        """How long to wait between two looks at the chain while a write's fate is unknown."""
+        return self._poll_s if self._poll_s is not None else self.block_time()
 
-    def _call(
-        self,
-        what: str,
-        fn: Callable[[], T],
-        *,
-        error: type[ChainError] = ChainError,
-        retry_on: tuple[type[BaseException], ...] = _READ_RETRY_ON,
-    ) -> T:
-        """``fn()`` under the timeout and retries; any failure becomes ``error`` naming ``what``."""
+    def read(self, what: str, make: Callable[[bt.Client], Awaitable[T]]) -> T:
+        """``await make(client)``: retried with back-off while the chain is unreachable; any failure
+        becomes a :class:`ChainError` naming ``what``."""
+        last: BaseException | None = None
+        for _ in range(self._attempts):
+            if not self._gate.wait(self._timeout_s):
+                break
+            try:
+                value = self._runner.call(make, timeout_s=self._timeout_s, what=what)
+            except UNREACHABLE as exc:
+                self._gate.failed(what, exc)
+                last = exc
+                continue
+            except Exception as exc:  # the SDK boundary: SDK and transport raise arbitrary types
+                raise ChainError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+            self._gate.succeeded()
+            return value
+        detail = f"{type(last).__name__}: {last}" if last is not None else "backing off after failures"
+        raise ChainError(f"{what} failed: chain unreachable ({detail})") from last
+
+    def send(self, what: str, make: Callable[[bt.Client], Awaitable[T]]) -> T:
+        """One attempt of a write (no retry: the caller decides after finding out its fate)."""
+        if not self._gate.wait(self._write_timeout_s):
+            raise ChainError(f"{what}: chain unreachable (backing off after failures)")
         try:
-            return retry_call(
-                fn,
-                what=what,
-                timeout_s=self._timeout_s,
-                attempts=self._attempts,
-                retry_on=retry_on,
-                wait_s=self._wait_s,
-            )
-        except ChainError:
+            value = self._runner.call(make, timeout_s=self._write_timeout_s, what=what)
+        except UNREACHABLE as exc:
+            self._gate.failed(what, exc)
             raise
-        except CallTimeoutError as exc:
-            raise error(f"{what}: no answer within {self._timeout_s:g} s ({exc})") from exc
-        except Exception as exc:  # the SDK boundary: SDK and transport raise arbitrary types
-            raise error(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _check(result: bt.ExtrinsicResult, what: str, error: type[ChainError]) -> None:
-    """Raise ``error`` with the chain's message if the extrinsic did not succeed."""
-    if not result.success:
-        raise error(f"{what} was rejected: {result.message or 'no message from the chain'}")
-
-
-def _to_commitment(hotkey: str, fields: Sequence[Any], block: int) -> Commitment | None:
-    """The text of the ``Raw*`` commitment fields, or ``None`` (logged) if there is none usable."""
-    try:
-        raw = _raw_bytes(fields)
-        text = raw.decode("utf-8") if raw is not None else None
-    except ValueError as exc:  # bad hex, not bytes, or not UTF-8 (UnicodeDecodeError)
-        logger.warning("skipping the commitment of hotkey %s: cannot decode it as text (%s)", hotkey, exc)
-        return None
-    if text is None:
-        logger.debug("hotkey %s has no plain-text commitment fields: %r", hotkey, fields)
-        return None
-    return Commitment(hotkey=hotkey, data=text, block=block)
-
-
-def _raw_bytes(fields: Sequence[Any]) -> bytes | None:
-    """The concatenated payloads of the ``Raw<n>`` variants in ``fields``, ``None`` if none."""
-    chunks: list[bytes] = []
-    for entry in fields:
-        if not isinstance(entry, dict):
-            continue  # a unit variant such as "ResetBondsFlag"
-        for variant, value in entry.items():
-            if isinstance(variant, str) and variant.startswith("Raw"):
-                chunks.append(_as_bytes(value))
-    return b"".join(chunks) if chunks else None
-
-
-def _as_bytes(value: Any) -> bytes:
-    """Bytes from the shapes the SDK uses for byte arrays: bytes, ``0x``-hex, or a list of ints."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        return bytes.fromhex(value.removeprefix("0x"))
-    if isinstance(value, list | tuple):
-        try:
-            return bytes(int(b) for b in value)
-        except TypeError as exc:
-            raise ValueError(f"not a byte list: {value!r}") from exc
-    raise ValueError(f"unexpected {type(value).__name__} for a byte array")
+        self._gate.succeeded()
+        return value
