@@ -31,7 +31,7 @@ from model.data import MAX_COMMITMENT_BYTES
 from model.storage.chain.commitment_codec import commitment_from_record
 from model.storage.chain.outage import OutageGate
 from model.storage.chain.protocol import Commitment, Metagraph
-from model.storage.chain.sdk_runner import SdkRunner
+from model.storage.chain.sdk_runner import SdkRunner, client_for
 from model.storage.chain.writes import UNREACHABLE, WriteVerifier
 from utilities.errors import ChainError, CommitmentError, ConfigError
 
@@ -95,7 +95,7 @@ class BittensorChain:
         dialled until :meth:`probe` or the first call. ``substrate`` replaces the SDK's RPC backend
         (tests)."""
         try:
-            client = bt.Client(network, substrate=substrate)
+            client = bt.Client(network, substrate=substrate) if substrate else client_for(network)
         except ValueError as exc:  # unknown network name
             raise ConfigError(f"cannot use network {network!r}: {exc}") from exc
         endpoints = (client.endpoint, *default_fallback_endpoints(client.network))

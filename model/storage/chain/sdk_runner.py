@@ -11,6 +11,12 @@ first copy is still pending. Owning the loop fixes that. Every call is a corouti
   in its table, and a cancelled signed submit may have taken a nonce), so once no other call is
   running the client is closed (which fails every request the transport still holds) and any
   task it left on the loop is cancelled; the next call reconnects.
+
+The SDK's ``RpcSubstrate.connect`` keeps the connection it is opening in a local variable until the
+handshake and the metadata download are done, and closes it only on the errors it expects: a
+connect *cancelled* half-way leaves its websocket open for good. :func:`client_for` therefore builds
+the client on :class:`CancelSafeRpcSubstrate`, which closes every connection it opened that did not
+become the live one.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import bittensor as bt
+from bittensor.settings import default_archive_endpoints, default_fallback_endpoints, resolve_endpoint
 
 from utilities.retry import CallTimeoutError
 
@@ -35,6 +42,45 @@ _CLOSE_TIMEOUT_S = 5.0
 _GRACE_S = 5.0
 """How much longer than a call's own timeout the calling thread waits for the loop to answer (only
 a loop blocked by synchronous code inside the SDK could need it)."""
+
+
+class CancelSafeRpcSubstrate(bt.RpcSubstrate):
+    """``bt.RpcSubstrate`` whose connect, when cancelled (a timeout), closes what it opened."""
+
+    def __init__(self, endpoint: str, **options: Any) -> None:
+        super().__init__(endpoint, **options)
+        self._opened: list[Any] = []
+
+    def _interface(self, endpoint: str, fallbacks: list[str]) -> Any:
+        connection = super()._interface(endpoint, fallbacks)
+        self._opened.append(connection)
+        return connection
+
+    async def connect(self) -> None:
+        try:
+            await super().connect()
+        finally:
+            # whatever did not become the live connection (cancelled, failed) is closed now
+            stray = [c for c in self._opened if c is not self._substrate]
+            self._opened = [c for c in self._opened if c is self._substrate]
+            for connection in stray:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT_S)
+
+    async def close(self) -> None:
+        await super().close()
+        self._opened.clear()
+
+
+def client_for(network: str) -> bt.Client:
+    """A ``bt.Client`` for ``network`` with the SDK's own endpoint pools, on
+    :class:`CancelSafeRpcSubstrate`. Raises ``ValueError`` for an unknown network name."""
+    label, endpoint = resolve_endpoint(network)
+    fallbacks = [url for url in default_fallback_endpoints(label) if url != endpoint]
+    substrate = CancelSafeRpcSubstrate(
+        endpoint, fallback_endpoints=fallbacks, archive_endpoints=default_archive_endpoints(label)
+    )
+    return bt.Client(network, substrate=substrate)
 
 
 class SdkRunner:
