@@ -86,8 +86,7 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
         "--subtensor.network",
         dest="subtensor_network",
         default=os.environ.get("BT_NETWORK") or "finney",
-        help="bittensor network name or websocket endpoint (default: $BT_NETWORK or finney; now "
-        "%(default)s)",
+        help="bittensor network name or websocket endpoint (default: $BT_NETWORK or finney; now %(default)s)",
     )
     group.add_argument(
         "--subtensor.chain_endpoint",

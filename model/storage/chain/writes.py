@@ -84,6 +84,7 @@ class WriteVerifier:
             except ChainError as exc:
                 raise error(str(exc)) from exc
             except Exception as exc:  # the SDK refused before sending (preflight, policy, encoding)
+                logger.warning("%s was refused before sending: %s: %s", what, type(exc).__name__, exc)
                 raise error(f"{what} was refused: {type(exc).__name__}: {exc}") from exc
             else:
                 if result.success:
@@ -131,10 +132,7 @@ class WriteVerifier:
                 f"{what}: outcome unknown ({reason}) and the chain cannot be read to find out "
                 f"({exc}); not sent again"
             ) from exc
-        raise error(
-            f"{what}: outcome unknown ({reason}) and the chain stopped making "
-            "blocks; not sent again"
-        )
+        raise error(f"{what}: outcome unknown ({reason}) and the chain stopped making blocks; not sent again")
 
 
 def _as(error: type[ChainError], read: Callable[[], S | None]) -> S | None:

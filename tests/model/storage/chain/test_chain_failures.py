@@ -170,6 +170,14 @@ def test_a_refusal_is_logged_with_the_chain_reason(
     assert fake.count("submit") == 1  # a refusal would fail identically: not resent
     logged = [r.getMessage() for r in caplog.records]
     assert any("refused" in line and "IncorrectWeightVersionKey" in line for line in logged)
+    # refused before sending (the SDK's preflight reads the rate limit): logged with the reason too
+    fake.set_storage("SubtensorModule", "WeightsSetRateLimit", [NETUID], 100)
+    fake.set_storage("SubtensorModule", "LastUpdate", [NETUID], [fake.block - 10])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.raises(ChainError, match="rate limit"):
+        make_chain(runner, wallet).set_weights([0, 1], [0.5, 0.5], version_key=1)
+    assert fake.count("submit") == 1
+    assert any("refused" in r.getMessage() and "rate limit" in r.getMessage() for r in caplog.records)
 
 
 def test_set_weights_takes_the_timelocked_path_when_commit_reveal_is_on(
