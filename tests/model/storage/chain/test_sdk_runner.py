@@ -1,13 +1,18 @@
-"""SdkRunner against the SDK's real websocket transport: a node that accepts connections and never
-answers. A timed-out call must leave no thread, no task and no open request behind."""
+"""SdkRunner against the SDK's real websocket transport and a scripted node on a local socket: one
+that never answers, and one that answers like subtensor (with the runtime's real metadata) until it
+goes silent on one method. A timed-out call must leave no thread, no task, no socket and no open
+request behind, and nothing is resent while its first copy is pending."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import bittensor as bt
 import pytest
@@ -16,11 +21,23 @@ from websockets.asyncio.server import ServerConnection, serve
 from model.storage.chain.sdk_runner import SdkRunner, client_for
 from utilities.retry import CallTimeoutError
 
+METADATA = Path(__file__).parents[3] / "fakes" / "data" / "subtensor_metadata_v15.scale.gz"
+
+
+def metadata_answer() -> str:
+    """``Metadata_metadata_at_version(15)`` as the node returns it: ``Option<OpaqueMetadata>``."""
+    meta = gzip.decompress(METADATA.read_bytes())
+    length = (len(meta) << 2 | 0b10).to_bytes(4, "little")  # SCALE compact, four-byte mode
+    return "0x01" + length.hex() + meta.hex()
+
 
 class SilentNode:
-    """A websocket server on its own thread that reads every request and answers none."""
+    """A websocket server on its own thread that reads every request and answers those whose method
+    is in ``answers`` (a JSON-RPC result), unless the method is in ``silent``."""
 
-    def __init__(self) -> None:
+    def __init__(self, answers: dict[str, Any] | None = None) -> None:
+        self.answers = answers or {}
+        self.silent: set[str] = set()
         self.open = 0
         self.connections = 0
         self.frames: list[list[str]] = []  # per connection, in order
@@ -40,6 +57,11 @@ class SilentNode:
         try:
             async for frame in connection:
                 received.append(str(frame))
+                request = json.loads(frame)
+                method = request.get("method")
+                if method in self.answers and method not in self.silent:
+                    reply = {"jsonrpc": "2.0", "id": request["id"], "result": self.answers[method]}
+                    await connection.send(json.dumps(reply))
         finally:
             self.open -= 1
 
@@ -96,6 +118,43 @@ def test_timed_out_calls_on_the_real_transport_leave_nothing_behind(
     finally:
         runner.close()
     assert wait_until(lambda: threading.active_count() == threads)
+
+
+SUBTENSOR_ANSWERS: dict[str, Any] = {
+    "state_getRuntimeVersion": {"specVersion": 300, "transactionVersion": 1, "specName": "node-subtensor"},
+    "chain_getBlockHash": "0x" + "11" * 32,
+    "chain_getHead": "0x" + "22" * 32,
+    "chain_getFinalizedHead": "0x" + "22" * 32,
+    "chain_getHeader": {"number": hex(5000), "parentHash": "0x" + "33" * 32},
+    "state_getKeysPaged": [],
+}
+
+
+def test_a_read_cancelled_on_a_live_connection_is_not_left_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "token_symbols.json"))
+    node = SilentNode({**SUBTENSOR_ANSWERS, "state_call": metadata_answer()})
+    runner = SdkRunner(client_for(f"ws://127.0.0.1:{node.port}"))
+    try:
+        assert runner.call(lambda client: client.block(), timeout_s=10.0, what="current block") == 5000
+        answered = sum('"chain_getHeader"' in frame for frame in node.frames[0])
+        node.silent.add("chain_getHeader")  # the node stops answering block reads
+        for _ in range(3):
+            with pytest.raises(CallTimeoutError):
+                runner.call(lambda client: client.block(), timeout_s=0.5, what="current block")
+            # the request was cancelled and the connection holding it closed
+            assert wait_until(lambda: node.open == 0)
+            assert runner.pending_tasks() == 0
+        header_reads = [sum('"chain_getHeader"' in frame for frame in frames) for frames in node.frames]
+        # one unanswered read per connection: nothing was resent while its first copy was pending
+        assert header_reads == [answered + 1, 1, 1]
+        node.silent.clear()
+        assert runner.call(lambda client: client.block(), timeout_s=10.0, what="current block") == 5000
+        assert runner.connects == 4  # the first, then one after each timeout
+    finally:
+        runner.close()
+        node.close()
 
 
 def test_a_closed_runner_refuses_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
