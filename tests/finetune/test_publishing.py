@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +159,138 @@ def test_commitment_rules_are_not_retried(tmp_path: Path, folder: Path) -> None:
     limited = LocalChain(tmp_path / "chain.sqlite", hotkey=HOTKEY, commit_interval_blocks=100)
     limited.commit("first:commit:None:None:local")
     counting = Flaky(limited, "commit", 0, CommitmentError("unused"))
-    with pytest.raises(CommitmentError, match="allowed at block"):
-        Publisher(chain=counting, hub=LocalHub(tmp_path / "hub", user="alice"), hotkey=HOTKEY).publish(
+    hub = LocalHub(tmp_path / "hub", user="alice")
+    with pytest.raises(CommitmentError, match="allowed at block"):  # no quota check: the chain refuses
+        Publisher(chain=counting, hub=hub, hotkey=HOTKEY, commit_interval_blocks=0).publish(
             folder, repo_id="alice/tiny", competition_id="local"
         )
     assert counting.calls == 1
+
+
+def published_commits(root: Path, repo_id: str) -> list[str]:
+    meta = json.loads((root / "hub" / repo_id / "repo.json").read_text())
+    return list(meta["commits"])
+
+
+def test_the_quota_is_checked_before_the_repository_is_hidden(tmp_path: Path, folder: Path) -> None:
+    LocalChain(tmp_path / "chain.sqlite").register(HOTKEY)
+    limited = LocalChain(tmp_path / "chain.sqlite", hotkey=HOTKEY, commit_interval_blocks=100)
+    hub = LocalHub(tmp_path / "hub", user="alice")
+    first = Publisher(chain=limited, hub=hub, hotkey=HOTKEY).publish(
+        folder, repo_id="alice/tiny", competition_id="local"
+    )
+    with pytest.raises(CommitmentError, match="next commitment at block 100"):
+        Publisher(chain=limited, hub=hub, hotkey=HOTKEY, wait_s=0.001).publish(
+            folder, repo_id="alice/tiny", competition_id="local"
+        )
+    assert published_commits(tmp_path, "alice/tiny") == [first.commit]  # nothing uploaded
+    assert first.commit is not None
+    assert LocalHub(tmp_path / "hub").repo_info("alice/tiny", commit=first.commit).private is False
+
+
+class FailingDownload:
+    """A hub whose downloads write part of the files, then fail (as a dropped connection leaves them)."""
+
+    def __init__(self, inner: LocalHub, failures: int) -> None:
+        self.inner, self.failures, self.calls = inner, failures, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def download(self, repo_id: str, *, commit: str, dest: Path, **kwargs: Any) -> Path:
+        self.calls += 1
+        if self.calls <= self.failures:
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / "config.json").write_text("{")  # half a file
+            raise HubError("connection dropped mid-file")
+        return self.inner.download(repo_id, commit=commit, dest=dest, **kwargs)
+
+
+def test_a_download_retry_gets_a_fresh_folder(tmp_path: Path, chain: LocalChain, folder: Path) -> None:
+    hub = FailingDownload(LocalHub(tmp_path / "hub", user="alice"), failures=2)
+    model_id = Publisher(chain=chain, hub=hub, hotkey=HOTKEY, attempts=3, wait_s=0.001).publish(  # type: ignore[arg-type]
+        folder, repo_id="alice/tiny", competition_id="local"
+    )
+    assert hub.calls == 3 and model_id.hash == hash_directory(folder)
+
+
+def test_only_the_model_file_set_is_hashed(tmp_path: Path, chain: LocalChain, folder: Path) -> None:
+    reference = tmp_path / "reference"
+    shutil.copytree(folder, reference)
+    (folder / "README.md").write_text("# my model")
+    (folder / "training_args.bin").write_bytes(b"pickle")
+    model_id = Publisher(chain=chain, hub=LocalHub(tmp_path / "hub", user="alice"), hotkey=HOTKEY).publish(
+        folder, repo_id="alice/tiny", competition_id="local"
+    )
+    assert model_id.hash == hash_directory(reference)  # what the validator downloads and hashes
+
+
+@pytest.mark.parametrize("step", ["upload_folder", "download", "commit"])
+def test_a_failed_republication_leaves_the_model_on_chain_public(
+    tmp_path: Path, chain: LocalChain, folder: Path, step: str
+) -> None:
+    hub = LocalHub(tmp_path / "hub", user="alice")
+    first = Publisher(chain=chain, hub=hub, hotkey=HOTKEY).publish(
+        folder, repo_id="alice/tiny", competition_id="local"
+    )
+    (folder / "model.safetensors").write_bytes(b"better weights")
+    broken_hub: Any = Flaky(hub, step, 100, HubError("hub down")) if step != "commit" else hub
+    broken_chain: Any = Flaky(chain, "commit", 100, ChainError("chain down")) if step == "commit" else chain
+    with pytest.raises((HubError, ChainError)):
+        Publisher(chain=broken_chain, hub=broken_hub, hotkey=HOTKEY, attempts=2, wait_s=0.001).publish(
+            folder, repo_id="alice/tiny", competition_id="local"
+        )
+    assert chain.commitment(HOTKEY).data == first.to_compressed_str()  # type: ignore[union-attr]
+    assert first.commit is not None
+    served = LocalHub(tmp_path / "hub").download("alice/tiny", commit=first.commit, dest=tmp_path / "v")
+    assert hash_directory(served) == first.hash  # validators can still fetch the model on chain
+
+
+def test_a_commit_that_landed_although_the_call_failed_is_published(
+    tmp_path: Path, chain: LocalChain, folder: Path
+) -> None:
+    class LostAnswer:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(chain, name)
+
+        def commit(self, data: str) -> None:
+            chain.commit(data)
+            raise ChainError("no answer within 60 s")  # included, but the reply was lost
+
+    hub = LocalHub(tmp_path / "hub", user="alice")
+    model_id = Publisher(chain=LostAnswer(), hub=hub, hotkey=HOTKEY, attempts=1).publish(  # type: ignore[arg-type]
+        folder, repo_id="alice/tiny", competition_id="local"
+    )
+    assert chain.commitment(HOTKEY).data == model_id.to_compressed_str()  # type: ignore[union-attr]
+    assert model_id.commit is not None
+    assert LocalHub(tmp_path / "hub").repo_info("alice/tiny", commit=model_id.commit).private is False
+
+
+def test_only_make_public_failing_records_the_model_and_retries_only_that(
+    tmp_path: Path, chain: LocalChain, folder: Path
+) -> None:
+    hub = Flaky(LocalHub(tmp_path / "hub", user="alice"), "make_public", 2, HubError("503"))
+    publisher = Publisher(chain=chain, hub=hub, hotkey=HOTKEY, attempts=2, wait_s=0.001)  # type: ignore[arg-type]
+    model_id = publisher.publish(folder, repo_id="alice/tiny", competition_id="local")
+    assert chain.commitment(HOTKEY).data == model_id.to_compressed_str()  # type: ignore[union-attr]
+    assert publisher.pending_public == {"alice/tiny"}
+    commits = published_commits(tmp_path, "alice/tiny")
+    publisher.retry_pending()
+    assert publisher.pending_public == frozenset() and published_commits(tmp_path, "alice/tiny") == commits
+    assert model_id.commit is not None
+    assert LocalHub(tmp_path / "hub").repo_info("alice/tiny", commit=model_id.commit).private is False
+
+
+def test_check_access_at_start(tmp_path: Path, chain: LocalChain, folder: Path) -> None:
+    hub = LocalHub(tmp_path / "hub", user="alice", owner="coldkey-alice")
+    publisher = Publisher(chain=chain, hub=hub, hotkey=HOTKEY)
+    model_id = publisher.publish(folder, repo_id="alice/tiny", competition_id="local")
+    hub.make_private("alice/tiny")  # a crash between the commit and make_public
+    Publisher(chain=chain, hub=hub, hotkey=HOTKEY).check_access("alice/tiny", "local")
+    assert model_id.commit is not None
+    assert LocalHub(tmp_path / "hub").repo_info("alice/tiny", commit=model_id.commit).private is False
+    impostor = LocalHub(tmp_path / "hub", user="alice", owner="coldkey-mallory")
+    with pytest.raises(ConfigError, match="belongs to another wallet"):
+        Publisher(chain=chain, hub=impostor, hotkey=HOTKEY).check_access("alice/tiny", "local")
+    with pytest.raises(ConfigError, match="may not write"):
+        Publisher(chain=chain, hub=hub, hotkey=HOTKEY).check_access("bob/tiny", "local")
