@@ -10,9 +10,15 @@ import pytest
 from finetune.publishing import Publisher
 from model.data import ModelId
 from model.hashing import hash_directory, hash_with_hotkey
+from model.model_files import MODEL_FILE_PATTERNS
 from model.storage.chain.local_chain import LocalChain
+from model.storage.hub.hugging_face import HuggingFaceHub
 from model.storage.hub.local_hub import LocalHub
+from tests.fakes import hub_server
+from tests.fakes.hub_server import OWNER_TOKEN, READ_TOKEN, HubServer
 from utilities.errors import ChainError, CommitmentError, ConfigError, HubError, RepoNotFoundError
+
+loopback_hub = hub_server.loopback_hub  # the fixture: a loopback Hub over real HTTP
 
 HOTKEY = "5MinerHotkey"
 
@@ -294,3 +300,49 @@ def test_check_access_at_start(tmp_path: Path, chain: LocalChain, folder: Path) 
         Publisher(chain=chain, hub=impostor, hotkey=HOTKEY).check_access("alice/tiny", "local")
     with pytest.raises(ConfigError, match="may not write"):
         Publisher(chain=chain, hub=hub, hotkey=HOTKEY).check_access("bob/tiny", "local")
+
+
+def http_hub(server: HubServer, token: str = OWNER_TOKEN) -> HuggingFaceHub:
+    return HuggingFaceHub(endpoint=server.endpoint, token=token, retry_wait_s=0.01)
+
+
+def test_publish_over_http_commits_the_hash_validators_compute(
+    loopback_hub: HubServer, tmp_path: Path, chain: LocalChain, folder: Path
+) -> None:
+    reference = tmp_path / "reference"
+    shutil.copytree(folder, reference)
+    (folder / "README.md").write_text("# tiny")
+    publisher = Publisher(chain=chain, hub=http_hub(loopback_hub), hotkey=HOTKEY, wait_s=0.001)
+    publisher.check_access("miner/tiny", "local")
+    model_id = publisher.publish(folder, repo_id="miner/tiny", competition_id="local")
+    assert model_id.hash == hash_directory(reference)
+    assert loopback_hub.repos["miner/tiny"].private is False
+    validator = HuggingFaceHub(endpoint=loopback_hub.endpoint, retry_wait_s=0.01)
+    assert model_id.commit is not None
+    served = validator.download(
+        "miner/tiny", commit=model_id.commit, dest=tmp_path / "v", allow_patterns=MODEL_FILE_PATTERNS
+    )
+    assert hash_directory(served) == model_id.hash
+
+
+def test_a_republication_refused_over_http_leaves_the_model_on_chain_public(
+    loopback_hub: HubServer, tmp_path: Path, chain: LocalChain, folder: Path
+) -> None:
+    publisher = Publisher(chain=chain, hub=http_hub(loopback_hub), hotkey=HOTKEY, attempts=2, wait_s=0.001)
+    first = publisher.publish(folder, repo_id="miner/tiny", competition_id="local")
+    (folder / "model.safetensors").write_bytes(b"better weights")
+    loopback_hub.faults = [("preupload", 403), ("preupload", 403)]
+    with pytest.raises(HubError, match="403"):
+        publisher.publish(folder, repo_id="miner/tiny", competition_id="local")
+    assert loopback_hub.faults == [] and loopback_hub.repos["miner/tiny"].private is False
+    assert first.commit is not None
+    served = HuggingFaceHub(endpoint=loopback_hub.endpoint).download(
+        "miner/tiny", commit=first.commit, dest=tmp_path / "v", allow_patterns=MODEL_FILE_PATTERNS
+    )
+    assert hash_directory(served) == first.hash
+
+
+def test_a_read_only_token_is_refused_at_start(loopback_hub: HubServer, chain: LocalChain) -> None:
+    publisher = Publisher(chain=chain, hub=http_hub(loopback_hub, READ_TOKEN), hotkey=HOTKEY)
+    with pytest.raises(ConfigError, match="read-only"):
+        publisher.check_access("miner/tiny", "local")
