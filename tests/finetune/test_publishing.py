@@ -346,3 +346,35 @@ def test_a_read_only_token_is_refused_at_start(loopback_hub: HubServer, chain: L
     publisher = Publisher(chain=chain, hub=http_hub(loopback_hub, READ_TOKEN), hotkey=HOTKEY)
     with pytest.raises(ConfigError, match="read-only"):
         publisher.check_access("miner/tiny", "local")
+
+
+def test_on_the_local_network_a_wallet_cannot_publish_into_another_wallets_namespace(
+    tmp_path: Path, folder: Path
+) -> None:
+    from finetune.miner_config import build_parser, hub_user
+    from model.network import Network, connect
+
+    def network(wallet: str, repo_id: str) -> tuple[Network, str]:
+        args = build_parser().parse_args(
+            ["--localnet", str(tmp_path / "net"), "--wallet.name", wallet, "--hf_repo_id", repo_id]
+        )
+        net = connect(args, hub_user=hub_user(args))
+        assert net.wallet is not None
+        hotkey = net.wallet.hotkey.ss58_address
+        net.chain.register(hotkey)  # type: ignore[attr-defined]
+        return net, hotkey
+
+    net0, hotkey0 = network("miner0", "miner0/tiny")
+    owner = Publisher(chain=net0.chain, hub=net0.hub, hotkey=hotkey0, wait_s=0.001)
+    owner.check_access("miner0/tiny", "local")
+    model_id = owner.publish(folder, repo_id="miner0/tiny", competition_id="local")
+    net9, hotkey9 = network("miner9", "miner0/tiny")
+    impostor = Publisher(chain=net9.chain, hub=net9.hub, hotkey=hotkey9, wait_s=0.001)
+    with pytest.raises(ConfigError, match="belongs to another wallet"):  # at start, before any training
+        impostor.check_access("miner0/tiny", "local")
+    with pytest.raises(HubError, match="belongs to another wallet"):
+        impostor.publish(folder, repo_id="miner0/tiny", competition_id="local")
+    assert model_id.commit is not None  # miner0's model stayed public and unchanged
+    assert (
+        LocalHub(tmp_path / "net" / "hub").repo_info("miner0/tiny", commit=model_id.commit).private is False
+    )
