@@ -156,11 +156,11 @@ class Publisher:
         was_private = self._retry(lambda: self.hub.is_private(repo_id), what=f"visibility of {repo_id}")
         if was_private is None:
             self._retry(lambda: self.hub.create_repo(repo_id, private=True), what=f"create {repo_id}")
-        elif not was_private:
-            # an existing repository was made public by the last publication: hide it again until this
-            # commit is on chain, or a copier could commit the new files first and take the credit
-            self._retry(lambda: self.hub.make_private(repo_id), what=f"make {repo_id} private")
         try:
+            if was_private is False:
+                # an existing repository was made public by the last publication: hide it again until
+                # this commit is on chain, or a copier could commit the new files first and take the credit
+                self._retry(lambda: self.hub.make_private(repo_id), what=f"make {repo_id} private")
             commit = self._retry(lambda: self.hub.upload_folder(repo_id, folder), what=f"upload to {repo_id}")
             model_hash = self._served_hash(repo_id, commit)
             if use_hotkey_in_hash:

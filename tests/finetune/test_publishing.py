@@ -231,6 +231,35 @@ def test_only_the_model_file_set_is_hashed(tmp_path: Path, chain: LocalChain, fo
     assert model_id.hash == hash_directory(reference)  # what the validator downloads and hashes
 
 
+class LostReply:
+    """A hub whose ``make_private`` is applied but answers with an error (a reply lost on the way)."""
+
+    def __init__(self, inner: LocalHub) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def make_private(self, repo_id: str) -> None:
+        self.inner.make_private(repo_id)
+        raise HubError("502 Bad Gateway")
+
+
+def test_a_make_private_that_failed_after_applying_is_undone(
+    tmp_path: Path, chain: LocalChain, folder: Path
+) -> None:
+    hub = LocalHub(tmp_path / "hub", user="alice")
+    first = Publisher(chain=chain, hub=hub, hotkey=HOTKEY).publish(
+        folder, repo_id="alice/tiny", competition_id="local"
+    )
+    with pytest.raises(HubError, match="502"):
+        Publisher(chain=chain, hub=LostReply(hub), hotkey=HOTKEY, attempts=2, wait_s=0.001).publish(  # type: ignore[arg-type]
+            folder, repo_id="alice/tiny", competition_id="local"
+        )
+    assert first.commit is not None
+    assert LocalHub(tmp_path / "hub").repo_info("alice/tiny", commit=first.commit).private is False
+
+
 @pytest.mark.parametrize("step", ["upload_folder", "download", "commit"])
 def test_a_failed_republication_leaves_the_model_on_chain_public(
     tmp_path: Path, chain: LocalChain, folder: Path, step: str
