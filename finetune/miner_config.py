@@ -195,7 +195,7 @@ def build_miner(args: argparse.Namespace, network: Network) -> Miner:
     publisher = None
     if not args.offline:
         publisher = Publisher(chain=network.chain, hub=network.hub, hotkey=hotkey)
-        publisher.check_fits(args.hf_repo_id, competition.id)  # a too-long name fails before training
+        publisher.check_access(args.hf_repo_id, competition.id)  # name, token, write access: before training
         if isinstance(network.chain, LocalChain) and hotkey:
             network.chain.register(hotkey)  # registration is free on the local network
     model_dir = Path(args.model_dir).expanduser()

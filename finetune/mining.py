@@ -300,6 +300,8 @@ class Miner:
         """Publish ``model_dir/model`` if :meth:`should_publish`; on a hub/chain failure, remember it is
         pending (the folder stays) and return ``None``."""
         settings = self.publish_settings
+        if settings.publisher is not None:
+            settings.publisher.retry_pending()  # a model on chain whose make_public failed
         if not self.should_publish(best_loss, baseline=baseline) or not self.best_folder.is_dir():
             return None
         if settings.publisher is None or settings.repo_id is None:

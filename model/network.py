@@ -27,7 +27,7 @@ from constants.competitions import LOCALNET_SCHEDULE, LOCALNET_SCHEDULES, MAINNE
 from model.storage.chain.local_chain import LocalChain
 from model.storage.chain.protocol import Chain
 from model.storage.hub.local_hub import LocalHub
-from model.storage.hub.protocol import Hub
+from model.storage.hub.protocol import PublishingHub
 from utilities.errors import ChainError, ConfigError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Network:
     """The ports a neuron works through, and the wallet it acts as."""
 
     chain: Chain
-    hub: Hub
+    hub: PublishingHub
     wallet: bt.Wallet | None
     localnet: Path | None
     local_schedule: tuple[ScheduleEntry, ...] = LOCALNET_SCHEDULE
@@ -184,7 +184,9 @@ def connect(
         wallet = local_wallet(wallets_dir, args.wallet_name, args.wallet_hotkey) if need_wallet else None
         hotkey = wallet.hotkey.ss58_address if wallet is not None else None
         chain: Chain = LocalChain(localnet / "chain.sqlite", netuid=args.netuid, hotkey=hotkey)
-        hub: Hub = LocalHub(localnet / "hub", user=hub_user)
+        # the wallet's coldkey owns the namespaces it creates: no other wallet may write there
+        owner = wallet.coldkeypub.ss58_address if wallet is not None else None
+        hub: PublishingHub = LocalHub(localnet / "hub", user=hub_user, owner=owner)
         logger.info("local network in %s (netuid %d)", localnet, args.netuid)
         return Network(chain=chain, hub=hub, wallet=wallet, localnet=localnet, local_schedule=schedule)
 

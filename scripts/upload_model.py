@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, "upload_model: a wallet is needed to commit\n")
         hotkey = network.wallet.hotkey.ss58_address
         publisher = Publisher(chain=network.chain, hub=network.hub, hotkey=hotkey)
-        publisher.check_fits(args.hf_repo_id, competition.id)
+        publisher.check_access(args.hf_repo_id, competition.id)  # credentials and write access first
         params = ModelChecker().check_folder(args.model_dir.expanduser(), competition)
         print(f"{args.model_dir} passed the checks ({params:,} parameters)")
         if isinstance(network.chain, LocalChain):

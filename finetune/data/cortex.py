@@ -4,12 +4,22 @@ Cortex validators log one history row per step to runs of the project ``cortex-t
 config has ``type == "validator"``; a row holds ``prompts.<uid>`` and ``responses.<uid>`` for the miners
 (uids ``0..255``) they queried, besides ``_step``, ``_runtime``, ``_timestamp``.
 
+wandb 0.31 has no anonymous reads: ``wandb.Api()`` without a key raises ``UsageError``, and on a
+terminal it *prompts* for one (end-of-input then raises ``KeyboardInterrupt``, which would kill the
+neuron). So the key is found when the source is built (``api_key=``, else ``WANDB_API_KEY``, else the
+netrc entry that ``wandb login`` writes for the base URL), a missing one is a
+:class:`~utilities.errors.ConfigError` at start, and the key is always passed as ``api_key=`` so wandb
+never prompts. Authentication failures are not retried; one ``Api`` is built and reused.
+
 The wandb 0.31 public API calls used (all of them under :func:`utilities.retry.retry_call`):
 
-* ``wandb.Api(overrides={"base_url": ...}, timeout=<int seconds>)``: the timeout is always given (the
-  default is 19 s per request, and constructing an ``Api`` with a bad key waits about that long);
-* ``api.runs(project, filters={"config.type": "validator"}, order="-created_at", per_page=k)``: a lazy
-  paginator, newest runs first; only the first ``latest_runs`` are taken;
+* ``wandb.Api(api_key=..., overrides={"base_url": ...}, timeout=<int seconds>)``: the timeout is always
+  given, ``request_timeout_s`` (three quarters of ``timeout_s`` by default, so that wandb's own error
+  arrives before our bound on the call; the library's default is 19 s per request, and constructing an
+  ``Api`` with a bad key waits about that long);
+* ``api.runs(project, filters={"$and": [{"config.type": "validator"}, {"state": "running"}]},
+  order="-created_at", per_page=k)``: as the seed reads Cortex.t, only validator runs that are running
+  now; a lazy paginator, newest runs first; only the first ``latest_runs`` are taken;
 * ``run.lastHistoryStep`` (a GraphQL query) and
   ``run.scan_history(min_step=..., max_step=..., page_size=..., use_cache=False)``: the last
   ``history_steps`` rows. ``scan_history(keys=...)`` is not used: it only returns rows holding *all* the
@@ -25,7 +35,9 @@ import functools
 import itertools
 import logging
 import math
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,7 +45,7 @@ from typing import Any
 from constants import CORTEX_MAX_UIDS, CORTEX_WANDB_PROJECT, CORTEX_WANDB_RUN_TYPE
 from finetune.data.filters import clean_sample
 from finetune.data.protocol import Sample
-from utilities.errors import DataSourceError
+from utilities.errors import ConfigError, DataSourceError
 from utilities.retry import CallTimeoutError, retry_call
 
 logger = logging.getLogger(__name__)
@@ -43,6 +55,40 @@ ApiFactory = Callable[..., Any]
 returns an object with the ``wandb.Api`` methods used here. ``wandb.Api`` itself by default."""
 
 BASE_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (CallTimeoutError, ConnectionError, OSError)
+DEFAULT_WANDB_BASE_URL = "https://api.wandb.ai"
+_AUTH_STATUS = frozenset({401, 403})
+
+
+class _NotRetried(Exception):
+    """An authentication failure: another attempt with the same key cannot succeed."""
+
+
+def find_wandb_key(base_url: str | None = None) -> str | None:
+    """The wandb API key: ``WANDB_API_KEY``, else the netrc entry for ``base_url`` (``wandb login``
+    writes it; ``NETRC`` names another file); ``None`` when there is none."""
+    key = os.environ.get("WANDB_API_KEY", "").strip()
+    if key:
+        return key
+    from wandb.errors import AuthenticationError
+    from wandb.sdk.lib.wbauth import read_netrc_auth
+
+    try:
+        return read_netrc_auth(host=base_url or DEFAULT_WANDB_BASE_URL) or None
+    except AuthenticationError as exc:
+        raise ConfigError(f"the wandb key in the netrc file is malformed: {exc}") from exc
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    """wandb's own authentication errors, and a request the server refused with 401/403."""
+    from wandb.errors import AuthenticationError, UsageError
+
+    if isinstance(exc, AuthenticationError | UsageError):
+        return True
+    for inner in (exc, getattr(exc, "exc", None)):
+        status = getattr(getattr(inner, "response", None), "status_code", None)
+        if status in _AUTH_STATUS:
+            return True
+    return False
 
 
 def _wandb_api(**kwargs: Any) -> Any:
@@ -90,9 +136,10 @@ class CortexSource:
         run_type: str = CORTEX_WANDB_RUN_TYPE,
         latest_runs: int = 8,
         history_steps: int = 1,
-        running_only: bool = False,
+        running_only: bool = True,
         max_uids: int = CORTEX_MAX_UIDS,
         timeout_s: float = 30.0,
+        request_timeout_s: float | None = None,
         attempts: int = 3,
         retry_wait_s: float = 1.0,
         deadline_s: float = 300.0,
@@ -111,12 +158,20 @@ class CortexSource:
         self.running_only = running_only
         self.max_uids = max_uids
         self.timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s if request_timeout_s is not None else 0.75 * timeout_s
         self.attempts = attempts
         self.retry_wait_s = retry_wait_s
         self.deadline_s = deadline_s
         self.base_url = base_url
-        self._api_key = api_key
+        self._api_key = api_key or find_wandb_key(base_url)
+        if api_factory is None and not self._api_key:
+            raise ConfigError(
+                f"--data cortex reads Cortex.t ({project}) from wandb, which has no anonymous reads: set "
+                "WANDB_API_KEY or run `wandb login` (any free account's key works)"
+            )
         self._api_factory = api_factory if api_factory is not None else _wandb_api
+        self._api: Any = None
+        self._api_lock = threading.Lock()
         self._transient_errors = transient_errors
         if transient_errors is None and api_factory is not None:
             self._transient_errors = BASE_TRANSIENT_ERRORS
@@ -145,7 +200,7 @@ class CortexSource:
     def read_pool(self) -> list[Sample]:
         """Every usable sample of the latest runs (newest run, newest step, lowest uid first)."""
         deadline = time.monotonic() + self.deadline_s
-        api = self._call(self._make_api, what="wandb.Api()", deadline=deadline)
+        api = self._call(self._shared_api, what="wandb.Api()", deadline=deadline)
         runs = self._call(
             lambda: self._list_runs(api), what=f"wandb runs of {self.project}", deadline=deadline
         )
@@ -183,8 +238,17 @@ class CortexSource:
         logger.info("cortex: %d samples from %d runs", len(pool), read)
         return pool
 
+    def _shared_api(self) -> Any:
+        """The one ``wandb.Api`` of this source, built on first use (each build verifies the key)."""
+        with self._api_lock:
+            if self._api is None:
+                self._api = self._make_api()
+            return self._api
+
     def _make_api(self) -> Any:
-        kwargs: dict[str, Any] = {"timeout": max(1, math.ceil(self.timeout_s))}
+        # wandb's own per-request timeout stays under our bound on the whole call, so that its own
+        # error (an authentication failure, say) arrives before our backstop gives up on it
+        kwargs: dict[str, Any] = {"timeout": max(1, math.floor(self.request_timeout_s))}
         kwargs["overrides"] = {"base_url": self.base_url} if self.base_url else {}
         if self._api_key:
             kwargs["api_key"] = self._api_key
@@ -212,9 +276,18 @@ class CortexSource:
             raise DataSourceError(f"{what}: no time left of the {self.deadline_s:g} s deadline")
         if self._transient_errors is None:
             self._transient_errors = _wandb_transient_errors()
+
+        def guarded() -> Any:
+            try:
+                return fn()
+            except Exception as exc:  # classified here: wandb's error types vary by version
+                if _is_auth_error(exc):
+                    raise _NotRetried(f"wandb refused the key: {type(exc).__name__}: {exc}") from exc
+                raise
+
         try:
             return retry_call(
-                fn,
+                guarded,
                 what=what,
                 timeout_s=min(self.timeout_s, remaining),
                 attempts=self.attempts,
@@ -222,5 +295,7 @@ class CortexSource:
                 wait_s=self.retry_wait_s,
                 max_wait_s=max(self.retry_wait_s, 10.0),
             )
+        except _NotRetried as exc:
+            raise DataSourceError(f"{what} failed: {exc}") from exc.__cause__
         except Exception as exc:  # any wandb failure (its error types vary by version) ends the same way
             raise DataSourceError(f"{what} failed: {type(exc).__name__}: {exc}") from exc

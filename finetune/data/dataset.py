@@ -8,25 +8,35 @@ Two row layouts are read:
   right after it the response.
 
 Rows are visited in an order drawn from ``random.Random(seed)``; blank and unwanted samples are skipped
-(:mod:`finetune.data.filters`) until ``n`` are found. The dataset is loaded once, on first use.
+(:mod:`finetune.data.filters`) until ``n`` are found.
+
+Every validator must read the same rows, so a dataset on the Hugging Face Hub needs a pinned
+``revision``: a commit id (40 hex digits), never a branch that moves. The dataset is loaded once, when
+the source is built (at start): a missing dataset or a bad layout stops the neuron at once, with the
+dataset's name. The load is not run under a timeout (an abandoned load would keep holding the
+``datasets`` build lock, so a retry could only wait on it); only connection failures are retried.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import tenacity
+
 from finetune.data.filters import clean_sample
 from finetune.data.protocol import Sample
-from utilities.errors import DataSourceError
-from utilities.retry import retry_call
+from utilities.errors import ConfigError, DataSourceError
 
 logger = logging.getLogger(__name__)
 
 JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_HUB_ID = re.compile(r"(?:[\w.-]+/)?[\w.-]+")  # "name" or "namespace/name"; anything else is a path
 USER_ROLES = frozenset({"user", "human"})
 ASSISTANT_ROLES = frozenset({"assistant", "gpt", "model"})
 
@@ -49,6 +59,25 @@ def chat_to_sample(messages: object) -> tuple[object, object] | None:
             next_role, next_content = turns[index + 1]
             return (content, next_content) if next_role in ASSISTANT_ROLES else None
     return None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A failure to reach the hub that another attempt may get past (not offline mode, which is a
+    ``ConnectionError`` too, and not a missing dataset)."""
+    chain: list[BaseException] = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 8:
+        chain.append(chain[-1].__cause__)
+    if any("OfflineModeIsEnabled" in f"{type(e).__name__} {e}" for e in chain):
+        return False
+    if isinstance(exc, FileNotFoundError):
+        return False
+    try:
+        import httpx2
+
+        transport: tuple[type[BaseException], ...] = (httpx2.TransportError,)
+    except ImportError:  # pragma: no cover - huggingface_hub 2.x always brings httpx2
+        transport = ()
+    return isinstance(exc, (ConnectionError, TimeoutError, *transport))
 
 
 def _visit_order(size: int, rng: random.Random) -> Iterator[int]:
@@ -79,8 +108,8 @@ class DatasetSource:
         config_name: str | None = None,
         revision: str | None = None,
         cache_dir: str | Path | None = None,
-        timeout_s: float = 900.0,
-        attempts: int = 2,
+        attempts: int = 3,
+        retry_wait_s: float = 5.0,
     ) -> None:
         self.path_or_name = str(path_or_name)
         self.split = split
@@ -90,9 +119,20 @@ class DatasetSource:
         self.config_name = config_name
         self.revision = revision
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
-        self.timeout_s = timeout_s
         self.attempts = attempts
-        self._rows: Any = None
+        self.retry_wait_s = retry_wait_s
+        self.local = Path(self.path_or_name).expanduser().exists()
+        looks_like_path = self.path_or_name.lower().endswith(JSON_SUFFIXES) or not _HUB_ID.fullmatch(
+            self.path_or_name
+        )
+        if not self.local and looks_like_path:
+            raise ConfigError(f"dataset {self.path_or_name!r} not found: no such file or folder")
+        if not self.local and (revision is None or not _COMMIT.fullmatch(revision)):
+            raise ConfigError(
+                f"dataset {self.path_or_name!r} is read from the Hugging Face Hub and needs a pinned "
+                f"revision, a 40-hex commit id (got {revision!r}): every validator must read the same rows"
+            )
+        self._rows: Any = self._load_once()
 
     def __repr__(self) -> str:
         return f"DatasetSource({self.path_or_name!r}, split={self.split!r})"
@@ -114,22 +154,34 @@ class DatasetSource:
         )
 
     def rows(self) -> Any:
-        """The loaded ``datasets.Dataset`` (loaded on first call)."""
-        if self._rows is None:
-            try:
-                rows = retry_call(
-                    self._load,
-                    what=f"loading dataset {self.path_or_name}",
-                    timeout_s=self.timeout_s,
-                    attempts=self.attempts,
-                )
-            except DataSourceError:
-                raise
-            except Exception as exc:  # datasets raises many types; all end the same way
-                raise DataSourceError(f"cannot load dataset {self.path_or_name}: {exc}") from exc
-            self._check_columns(rows.column_names)
-            self._rows = rows
+        """The loaded ``datasets.Dataset`` (loaded when the source was built)."""
         return self._rows
+
+    def _load_once(self) -> Any:
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=self.retry_wait_s, max=60),
+            retry=tenacity.retry_if_exception(_is_connection_error),
+            reraise=True,
+            before_sleep=lambda state: logger.warning(
+                "loading dataset %s failed (attempt %d/%d): %s",
+                self.path_or_name,
+                state.attempt_number,
+                self.attempts,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+        )
+        try:
+            rows = retrying(self._load)
+        except DataSourceError:
+            raise
+        except FileNotFoundError as exc:  # datasets' DatasetNotFoundError is one
+            raise ConfigError(f"dataset {self.path_or_name!r} not found: {exc}") from exc
+        except Exception as exc:  # datasets raises many types; all end the same way
+            raise DataSourceError(f"cannot load dataset {self.path_or_name}: {exc}") from exc
+        self._check_columns(rows.column_names)
+        logger.info("dataset %s@%s: %d rows", self.path_or_name, self.revision or "local", len(rows))
+        return rows
 
     def _check_columns(self, columns: Sequence[str]) -> None:
         if {self.prompt_column, self.response_column} <= set(columns) or self.messages_column in columns:

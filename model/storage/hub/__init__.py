@@ -1,5 +1,5 @@
 """The hub port: where miners publish model folders and validators fetch them."""
 
-from model.storage.hub.protocol import Hub, RepoFile, RepoInfo
+from model.storage.hub.protocol import Hub, PublishingHub, RepoFile, RepoInfo
 
-__all__ = ["Hub", "RepoFile", "RepoInfo"]
+__all__ = ["Hub", "PublishingHub", "RepoFile", "RepoInfo"]

@@ -24,6 +24,11 @@ def split_repo_id(repo_id: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+class TransferTimeoutError(HubError):
+    """A transfer ran past its size-scaled backstop. Never retried: the abandoned attempt may still be
+    writing in the background and holding the hub library's file locks."""
+
+
 @dataclass(frozen=True)
 class RepoFile:
     """One file of a commit: its path inside the repository (``/``-separated) and size in bytes."""
@@ -78,4 +83,18 @@ class Hub(Protocol):
 
     def make_public(self, repo_id: str) -> None:
         """Make the repository visible to everyone."""
+        ...
+
+
+class PublishingHub(Hub, Protocol):
+    """The side of the hub port that publishing needs besides :class:`Hub` (a miner's view)."""
+
+    def is_private(self, repo_id: str) -> bool | None:
+        """Whether ``repo_id`` is private now; ``None`` when it does not exist (or this user cannot see
+        it)."""
+        ...
+
+    def check_write_access(self, repo_id: str) -> str:
+        """Raise :class:`~utilities.errors.HubError` unless this hub's credentials may create and write
+        ``repo_id`` (a missing or read-only token, another user's namespace); returns the user name."""
         ...

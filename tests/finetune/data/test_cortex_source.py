@@ -6,12 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from finetune.data.cortex import CortexSource
-from utilities.errors import DataSourceError
+from finetune.data.cortex import CortexSource, find_wandb_key
+from utilities.errors import ConfigError, DataSourceError
 
 RELEASE = threading.Event()  # set at teardown so that parked "hanging" threads finish
 
@@ -21,6 +22,13 @@ def _release_hanging_calls() -> Iterator[None]:
     RELEASE.clear()
     yield
     RELEASE.set()
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No key from the developer's environment or ~/.netrc leaks into a test."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
 
 
 def row(step: int, samples: dict[int, tuple[Any, Any]]) -> dict[str, Any]:
@@ -41,10 +49,12 @@ class FakeRun:
         rows: list[dict[str, Any]],
         *,
         run_type: str = "validator",
+        state: str = "running",
         fail: bool = False,
         hang: bool = False,
     ) -> None:
         self.id = run_id
+        self.state = state
         self.created_at = created_at
         self.config = {"type": run_type}
         self._rows = rows
@@ -66,6 +76,13 @@ class FakeRun:
         return iter([r for r in self._rows if lo <= r["_step"] < hi])
 
 
+def matches(run: FakeRun, filters: dict[str, Any]) -> bool:
+    """The part of wandb's MongoDB-style run filter used here: ``$and`` of field equalities."""
+    conditions = filters.get("$and", [filters])
+    values = {"config.type": run.config["type"], "state": run.state}
+    return all(values[key] == value for condition in conditions for key, value in condition.items())
+
+
 class FakeApi:
     def __init__(self, runs: list[FakeRun], *, hang: bool = False, errors: list[BaseException] | None = None):
         self._runs = runs
@@ -84,8 +101,7 @@ class FakeApi:
             RELEASE.wait(30)
         if self._errors:
             raise self._errors.pop(0)
-        wanted = kwargs["filters"]["config.type"]
-        runs = [r for r in self._runs if r.config["type"] == wanted]
+        runs = [r for r in self._runs if matches(r, kwargs["filters"])]
         runs.sort(key=lambda r: r.created_at, reverse=kwargs["order"].startswith("-"))
         return iter(runs)
 
@@ -102,7 +118,8 @@ def make_runs() -> list[FakeRun]:
     )
     mid = FakeRun("mid", "2024-05-02T00:00:00", [row(0, {3: ("mid q", "mid a")})])
     miner = FakeRun("miner", "2024-05-04T00:00:00", [row(0, {0: ("miner q", "miner a")})], run_type="miner")
-    return [old, new, miner, mid]  # not in date order: the server's order must be asked for
+    done = FakeRun("done", "2024-05-05T00:00:00", [row(0, {0: ("done q", "done a")})], state="finished")
+    return [old, new, miner, done, mid]  # not in date order: the server's order must be asked for
 
 
 def source(api: FakeApi, **options: Any) -> CortexSource:
@@ -126,7 +143,8 @@ def test_latest_validator_runs_newest_first() -> None:
     ]
     path, kwargs = api.runs_calls[0]
     assert path == "cortex-t/multi-modality"
-    assert kwargs["filters"] == {"config.type": "validator"} and kwargs["order"] == "-created_at"
+    assert kwargs["filters"] == {"$and": [{"config.type": "validator"}, {"state": "running"}]}
+    assert kwargs["order"] == "-created_at"  # and the finished newest run is not read, as in the seed
 
 
 def test_only_the_last_history_steps_are_scanned() -> None:
@@ -139,7 +157,7 @@ def test_only_the_last_history_steps_are_scanned() -> None:
 def test_api_gets_a_timeout_and_the_base_url() -> None:
     api = FakeApi(make_runs())
     source(api, timeout_s=7.5, base_url="http://wandb.internal:8080").sample(1, seed=0)
-    assert api.factory_calls == [{"timeout": 8, "overrides": {"base_url": "http://wandb.internal:8080"}}]
+    assert api.factory_calls == [{"timeout": 5, "overrides": {"base_url": "http://wandb.internal:8080"}}]
 
 
 def test_empty_unwanted_and_duplicate_samples_are_dropped() -> None:
@@ -236,3 +254,84 @@ def test_a_spent_deadline_stops_reading_runs() -> None:
     )
     assert samples == [("q0", "a0")]
     assert time.monotonic() - start < 1.5
+
+
+KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 hex characters, as wandb keys are
+
+
+def test_without_a_key_the_real_source_fails_at_start() -> None:
+    with pytest.raises(ConfigError, match="WANDB_API_KEY or run `wandb login`"):
+        CortexSource()
+
+
+def test_the_key_is_found_in_the_environment_or_netrc(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert find_wandb_key() is None
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {KEY}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert find_wandb_key() == KEY
+    assert find_wandb_key("http://wandb.internal:8080") is None  # a key belongs to its host
+    monkeypatch.setenv("WANDB_API_KEY", "from-env")
+    assert find_wandb_key() == "from-env"
+    api = FakeApi(make_runs())
+    source(api).sample(1, seed=0)
+    assert api.factory_calls[0]["api_key"] == "from-env"  # passed explicitly: wandb never prompts
+
+
+def test_one_api_is_reused() -> None:
+    api = FakeApi(make_runs())
+    cortex = source(api, api_key=KEY)
+    cortex.sample(1, seed=0)
+    cortex.sample(1, seed=1)
+    assert len(api.factory_calls) == 1 and len(api.runs_calls) == 2
+
+
+def test_authentication_errors_are_not_retried() -> None:
+    from wandb.errors import AuthenticationError, CommError
+
+    class Refused:
+        status_code = 401
+
+    class Unauthorized(Exception):
+        response = Refused()
+
+    for error in (AuthenticationError("invalid API key"), CommError("refused", Unauthorized("401"))):
+        api = FakeApi(make_runs(), errors=[error, error, error])
+        with pytest.raises(DataSourceError, match="wandb refused the key"):
+            source(api, attempts=3, api_key=KEY).sample(1, seed=0)
+        assert len(api.runs_calls) == 1
+
+
+def test_the_real_wandb_api_with_an_unverifiable_key_is_not_retried() -> None:
+    import socket
+
+    import wandb
+
+    from finetune.data import cortex as cortex_module
+
+    with socket.socket() as probe:  # a local port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    built: list[dict[str, Any]] = []
+
+    def real_api(**kwargs: Any) -> Any:
+        built.append(kwargs)
+        return wandb.Api(**kwargs)
+
+    cortex = CortexSource(
+        api_factory=real_api,
+        transient_errors=cortex_module._wandb_transient_errors(),  # CommError is transient: yet not retried
+        api_key=KEY,
+        base_url=f"http://127.0.0.1:{port}",
+        timeout_s=30,
+        request_timeout_s=1,
+        attempts=3,
+        retry_wait_s=0.01,
+    )
+    with pytest.raises(DataSourceError, match="wandb refused the key") as info:
+        cortex.sample(1, seed=0)
+    assert type(info.value.__cause__).__name__ == "AuthenticationError"
+    assert len(built) == 1 and built[0]["api_key"] == KEY and built[0]["timeout"] == 1

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from finetune.data.dataset import DatasetSource, chat_to_sample
-from utilities.errors import DataSourceError
+from utilities.errors import ConfigError, DataSourceError
 
 
 @pytest.fixture(autouse=True)
@@ -74,16 +74,95 @@ def test_chat_to_sample_rejects_odd_shapes() -> None:
     )
 
 
-def test_missing_columns_bad_file_and_missing_dataset_fail_cleanly(tmp_path: Path) -> None:
+def test_missing_columns_bad_file_and_missing_dataset_fail_at_start(tmp_path: Path) -> None:
     wrong = write_jsonl(tmp_path / "wrong.jsonl", [{"question": "q", "answer": "a"}])
     with pytest.raises(DataSourceError, match="neither"):
-        make(wrong, tmp_path).sample(1, seed=0)
+        make(wrong, tmp_path)
     text = tmp_path / "d.txt"
     text.write_text("hello", encoding="utf-8")
     with pytest.raises(DataSourceError, match="JSON"):
-        make(text, tmp_path).sample(1, seed=0)
-    with pytest.raises(DataSourceError, match="cannot load"):
-        make(tmp_path / "missing-folder", tmp_path, attempts=1).sample(1, seed=0)
+        make(text, tmp_path)
+    for missing in (tmp_path / "missing-folder", tmp_path / "missing.jsonl", Path("relative.jsonl")):
+        with pytest.raises(ConfigError, match=f"dataset '{missing}' not found"):
+            make(missing, tmp_path)
+
+
+def test_the_dataset_is_loaded_once_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    calls: list[str] = []
+    real = datasets.load_dataset
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(str(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", counting)
+    rows = [{"prompt": f"q{i}", "response": f"a{i}"} for i in range(20)]
+    source = make(write_jsonl(tmp_path / "d.jsonl", rows), tmp_path)
+    assert len(calls) == 1  # at construction, not at the first step
+    source.sample(5, seed=0)
+    source.sample(5, seed=1)
+    assert len(calls) == 1
+
+
+def test_a_hub_dataset_needs_a_pinned_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    for revision in (None, "main", "v1.0", "ABCDEF" * 7):
+        with pytest.raises(ConfigError, match="pinned revision"):
+            make(Path("org/chat-data"), tmp_path, revision=revision)
+    seen: list[dict[str, Any]] = []
+    table = datasets.Dataset.from_list([{"prompt": "q", "response": "a"}])
+
+    def fake_hub(path: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append({"path": path, **kwargs})
+        return table
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_hub)
+    source = DatasetSource("org/chat-data", revision="0123456789abcdef" * 2 + "01234567", cache_dir=tmp_path)
+    assert seen[0]["path"] == "org/chat-data" and seen[0]["revision"] == "0123456789abcdef" * 2 + "01234567"
+    assert source.sample(1, seed=0) == [("q", "a")]
+
+
+@pytest.mark.parametrize(
+    ("error", "calls", "expected"),
+    [
+        (ConnectionError("Connection reset by peer"), 2, None),  # retried, then loads
+        (
+            ConnectionError("Couldn't reach 'org/chat-data' on the Hub (OfflineModeIsEnabled)"),
+            1,
+            DataSourceError,
+        ),
+        (FileNotFoundError("Dataset 'org/chat-data' doesn't exist on the Hub"), 1, ConfigError),
+        (ValueError("bad config name"), 1, DataSourceError),
+    ],
+)
+def test_only_connection_errors_are_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, calls: int, expected: type | None
+) -> None:
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    if isinstance(error, FileNotFoundError):
+        error = DatasetNotFoundError(str(error))  # what datasets raises for a missing dataset
+    made: list[int] = []
+    table = datasets.Dataset.from_list([{"prompt": "q", "response": "a"}])
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        if len(made) == 1:
+            raise error
+        return table
+
+    monkeypatch.setattr(datasets, "load_dataset", flaky)
+    pinned = "f" * 40
+    if expected is None:
+        DatasetSource("org/chat-data", revision=pinned, retry_wait_s=0.001)
+    else:
+        with pytest.raises(expected, match="org/chat-data"):
+            DatasetSource("org/chat-data", revision=pinned, retry_wait_s=0.001)
+    assert len(made) == calls
 
 
 def test_no_usable_row_is_a_data_source_error(tmp_path: Path) -> None:

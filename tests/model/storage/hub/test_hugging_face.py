@@ -19,7 +19,7 @@ from huggingface_hub.utils import hf_raise_for_status
 
 from model.storage.hub import hugging_face
 from model.storage.hub.hugging_face import HuggingFaceHub
-from model.storage.hub.protocol import RepoFile
+from model.storage.hub.protocol import RepoFile, TransferTimeoutError
 from utilities.errors import HubError, RepoNotFoundError, UnsafePathError
 
 REPO = "miner/sn-model"
@@ -96,6 +96,11 @@ class FakeHfApi:
 
 def make_hub(api: FakeHfApi, **kwargs: Any) -> HuggingFaceHub:
     return HuggingFaceHub(api=api, retry_wait_s=0.001, **kwargs)  # type: ignore[arg-type]
+
+
+def listing_api() -> FakeHfApi:
+    """A fake API that answers the file listing a download starts with."""
+    return FakeHfApi(model_info=[lambda: ModelInfo(**MODEL_INFO_JSON)])
 
 
 def test_create_repo_is_private_and_idempotent() -> None:
@@ -239,7 +244,7 @@ def test_download_writes_plain_files_into_dest(tmp_path: Path, monkeypatch: pyte
     fake = FakeSnapshot(write_model)
     monkeypatch.setattr(hugging_face, "snapshot_download", fake)
     dest = tmp_path / "models" / "m1"
-    assert make_hub(FakeHfApi()).download(REPO, commit=SHA, dest=dest) == dest
+    assert make_hub(listing_api()).download(REPO, commit=SHA, dest=dest) == dest
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == [
         "config.json",
         "sub",
@@ -255,7 +260,7 @@ def test_download_retries_when_the_hub_is_unreachable(
     unreachable.__cause__ = httpx2.ConnectTimeout("timed out")
     fake = FakeSnapshot(write_model, outcomes=[unreachable])
     monkeypatch.setattr(hugging_face, "snapshot_download", fake)
-    make_hub(FakeHfApi()).download(REPO, commit=SHA, dest=tmp_path / "m")
+    make_hub(listing_api()).download(REPO, commit=SHA, dest=tmp_path / "m")
     assert len(fake.calls) == 2 and (tmp_path / "m" / "config.json").is_file()
 
 
@@ -269,7 +274,7 @@ def test_download_refuses_a_symlink_leading_outside(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(hugging_face, "snapshot_download", FakeSnapshot(write))
     with pytest.raises(UnsafePathError, match="outside"):
-        make_hub(FakeHfApi()).download(REPO, commit=SHA, dest=tmp_path / "m")
+        make_hub(listing_api()).download(REPO, commit=SHA, dest=tmp_path / "m")
 
 
 def test_download_refuses_path_traversal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -278,7 +283,7 @@ def test_download_refuses_path_traversal(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(hugging_face, "snapshot_download", FakeSnapshot(write))
     with pytest.raises(UnsafePathError):
-        make_hub(FakeHfApi()).download(REPO, commit=SHA, dest=tmp_path / "m")
+        make_hub(listing_api()).download(REPO, commit=SHA, dest=tmp_path / "m")
 
 
 def test_download_refuses_files_landing_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -289,14 +294,14 @@ def test_download_refuses_files_landing_elsewhere(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(hugging_face, "snapshot_download", FakeSnapshot(write))
     with pytest.raises(UnsafePathError, match="landed in"):
-        make_hub(FakeHfApi()).download(REPO, commit=SHA, dest=tmp_path / "m")
+        make_hub(listing_api()).download(REPO, commit=SHA, dest=tmp_path / "m")
 
 
 def test_download_refuses_a_non_empty_dest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "old.bin").write_bytes(b"x")
     monkeypatch.setattr(hugging_face, "snapshot_download", FakeSnapshot(write_model))
     with pytest.raises(HubError, match="not empty"):
-        make_hub(FakeHfApi()).download(REPO, commit=SHA, dest=tmp_path)
+        make_hub(listing_api()).download(REPO, commit=SHA, dest=tmp_path)
 
 
 def test_offline_mode_fails_fast_with_a_real_api(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -319,3 +324,104 @@ def test_unreachable_endpoint_is_retried_then_hub_error(monkeypatch: pytest.Monk
     with pytest.raises(HubError, match="2 attempt") as info:
         HuggingFaceHub(api=api, attempts=2, retry_wait_s=0.001).repo_info(REPO, commit=SHA)
     assert isinstance(info.value.__cause__, httpx2.ConnectError)
+
+
+def test_a_transfer_past_its_backstop_is_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    calls: list[float] = []
+
+    def hanging(repo_id: str, **kwargs: Any) -> str:
+        calls.append(time.monotonic())
+        release.wait(30)  # a transfer that stops making progress
+        return str(kwargs["local_dir"])
+
+    monkeypatch.setattr(hugging_face, "snapshot_download", hanging)
+    small = {
+        **MODEL_INFO_JSON,
+        "siblings": [{"rfilename": "config.json", "size": 100_000, "blobId": "0" * 40}],
+    }
+    api = FakeHfApi(model_info=[ModelInfo(**small)])
+    hub = make_hub(api, attempts=3, transfer_base_s=0.2, min_bytes_per_s=1_000_000)
+    assert hub.transfer_backstop_s(100_000) == pytest.approx(0.3)
+    started = time.monotonic()
+    with pytest.raises(TransferTimeoutError, match="not retried"):
+        hub.download(REPO, commit=SHA, dest=tmp_path / "m")
+    assert len(calls) == 1 and time.monotonic() - started < 2  # one attempt, ended by the scaled backstop
+    release.set()
+
+
+def test_the_backstop_scales_with_the_announced_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[float] = []
+    real = hugging_face.call_with_timeout
+
+    def spy(fn: Any, *, timeout_s: float, what: str) -> Any:
+        seen.append(timeout_s)
+        return real(fn, timeout_s=timeout_s, what=what)
+
+    monkeypatch.setattr(hugging_face, "call_with_timeout", spy)
+    monkeypatch.setattr(hugging_face, "snapshot_download", FakeSnapshot(write_model))
+    hub = make_hub(listing_api(), transfer_base_s=100, min_bytes_per_s=1e6)
+    hub.download(REPO, commit=SHA, dest=tmp_path / "all")
+    hub2 = make_hub(listing_api(), transfer_base_s=100, min_bytes_per_s=1e6)
+    hub2.download(REPO, commit=SHA, dest=tmp_path / "some", allow_patterns=["config.json"])
+    assert seen[-2:] == [pytest.approx(100 + (1519 + 711 + 4965799096) / 1e6), pytest.approx(100 + 711 / 1e6)]
+
+
+def test_download_fails_when_the_metadata_folder_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hugging_face, "snapshot_download", FakeSnapshot(write_model))
+    monkeypatch.setattr(
+        hugging_face.shutil, "rmtree", lambda path, ignore_errors=False: None
+    )  # a failed removal
+    with pytest.raises(HubError, match="could not remove the download metadata"):
+        make_hub(listing_api()).download(REPO, commit=SHA, dest=tmp_path / "m")
+
+
+WHOAMI = {
+    "type": "user",
+    "name": "miner",
+    "orgs": [{"name": "lab", "roleInOrg": "write"}, {"name": "ro", "roleInOrg": "read"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("answer", "repo_id", "error"),
+    [
+        ({**WHOAMI, "auth": {"accessToken": {"role": "write"}}}, REPO, None),
+        ({**WHOAMI, "auth": {"accessToken": {"role": "write"}}}, "lab/model", None),
+        ({**WHOAMI, "auth": {"accessToken": {"role": "read"}}}, REPO, "read-only"),
+        ({**WHOAMI, "auth": {"accessToken": {"role": "write"}}}, "someone/model", "neither the user"),
+        ({**WHOAMI, "auth": {"accessToken": {"role": "write"}}}, "ro/model", "only read access"),
+        (
+            {**WHOAMI, "auth": {"accessToken": {"role": "fineGrained", "fineGrained": {"scoped": [
+                {"entity": {"type": "user", "name": "miner"}, "permissions": ["repo.content.read"]}]}}}},
+            REPO,
+            "no repo.write",
+        ),
+        (
+            {**WHOAMI, "auth": {"accessToken": {"role": "fineGrained", "fineGrained": {"scoped": [
+                {"entity": {"type": "user", "name": "miner"}, "permissions": ["repo.write"]}]}}}},
+            REPO,
+            None,
+        ),
+    ],
+)  # fmt: skip
+def test_check_write_access(answer: dict[str, Any], repo_id: str, error: str | None) -> None:
+    class WhoamiApi(FakeHfApi):
+        token = "hf_token"
+
+        def whoami(self, *args: Any, **kwargs: Any) -> Any:
+            return self._answer("whoami", args, kwargs)
+
+    hub = make_hub(WhoamiApi(whoami=[answer]))
+    if error is None:
+        assert hub.check_write_access(repo_id) == "miner"
+    else:
+        with pytest.raises(HubError, match=error):
+            hub.check_write_access(repo_id)
+
+
+def test_check_write_access_without_a_token() -> None:
+    with pytest.raises(HubError, match="hf auth login"):
+        make_hub(FakeHfApi()).check_write_access(REPO)
