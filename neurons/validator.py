@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     from utilities.logs import setup_logging
 
     setup_logging(debug=args.logging_debug, trace=args.logging_trace)
-    from finetune.validator.config import build_validator
+    from finetune.validator.config import build_validator, leaderboard_path
+    from finetune.validator.serve import serve_leaderboard
     from model.network import connect
     from utilities.errors import FinetuneError
 
@@ -33,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     except FinetuneError as exc:
         print(f"finetune-validator: error: {exc}", file=sys.stderr)
         return 2
+    if args.leaderboard_port is not None:
+        try:
+            serve_leaderboard(leaderboard_path(args), port=args.leaderboard_port, host=args.leaderboard_host)
+        except OSError as exc:
+            validator.evaluator.close()
+            print(
+                f"finetune-validator: error: --leaderboard.port {args.leaderboard_port}: {exc}",
+                file=sys.stderr,
+            )
+            return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

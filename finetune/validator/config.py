@@ -10,7 +10,7 @@ import argparse
 import inspect
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,8 +37,10 @@ from model.network import Network, add_network_args
 
 if TYPE_CHECKING:
     from finetune.data import SampleSource
-    from finetune.validator.records import Reporter
+    from finetune.validator.records import MinerStatus, Reporter, StepReport
     from finetune.validator.validator import Validator, ValidatorSettings
+    from model.storage.chain.protocol import Chain
+    from model.tracker import ModelTracker
 
 logger = logging.getLogger(__name__)
 
@@ -200,13 +202,34 @@ def build_source(args: argparse.Namespace, *, local: bool) -> SampleSource:
     return make_source(kind, **options)
 
 
-def build_reporters(args: argparse.Namespace, settings: ValidatorSettings) -> list[Reporter]:
+def status_source(tracker: ModelTracker, chain: Chain) -> Callable[[StepReport], tuple[MinerStatus, ...]]:
+    """The per-miner status list of a step, from the tracker and the metagraph (empty if the chain
+    cannot be read now: the page then shows the evaluated models only)."""
+    from finetune.validator.records import miner_statuses
+    from utilities.errors import FinetuneError
+
+    def statuses(report: StepReport) -> tuple[MinerStatus, ...]:
+        try:
+            return miner_statuses(tracker.records(), chain.metagraph(), report)
+        except FinetuneError as exc:
+            logger.warning("leaderboard: no miner status list this step: %s", exc)
+            return ()
+
+    return statuses
+
+
+def build_reporters(
+    args: argparse.Namespace,
+    settings: ValidatorSettings,
+    *,
+    statuses: Callable[[StepReport], tuple[MinerStatus, ...]] | None = None,
+) -> list[Reporter]:
     from finetune.validator.leaderboard import LeaderboardReporter
     from finetune.validator.table import TableReporter
 
     reporters: list[Reporter] = [
         TableReporter(),
-        LeaderboardReporter(leaderboard_path(args)),
+        LeaderboardReporter(leaderboard_path(args), statuses=statuses),
     ]
     wandb = read_options(args, WandbOptions)
     if not (wandb.wandb_off or args.offline):
@@ -293,5 +316,5 @@ def build_validator(args: argparse.Namespace, network: Network) -> Validator:
         updater=updater,
         cleaner=cleaner,
         settings=settings,
-        reporters=build_reporters(args, settings),
+        reporters=build_reporters(args, settings, statuses=status_source(tracker, network.chain)),
     )
