@@ -53,7 +53,9 @@ CHAIN_ANSWER_S = 8.0
 @dataclass(frozen=True)
 class CompetitionOptions:
     competition_id: str | None = option(
-        None, "competition to mine (default on --localnet: --localnet.competition's; required otherwise)"
+        None,
+        "competition to mine (default on --localnet: --localnet.competition's; required otherwise)",
+        metavar="ID",
     )
     list_competitions: bool = option(False, "print the schedule of competitions (active ones marked), exit")
     offline: bool = option(False, "train and keep the best model, never publish")
@@ -72,7 +74,9 @@ class CompetitionOptions:
 class StartOptions:
     load_best: bool = option(False, "the competition's highest-incentive model")
     load_uid: int | None = option(None, "the model committed by this uid", type=types.non_negative_int)
-    load_model_dir: Path | None = option(None, "a model folder on disk (checked like any other)", type=Path)
+    load_model_dir: Path | None = option(
+        None, "a model folder on disk (checked like any other)", type=Path, metavar="DIR"
+    )
     load_repo: str | None = option(
         None, "a hub repository, as namespace/name[@revision]", type=types.repo_ref
     )

@@ -24,7 +24,10 @@ class DataOptions:
         choices=DATA_SOURCES,
     )
     data_path: str | None = option(
-        None, "Hugging Face dataset name or JSONL file, for --data dataset", flag="--data.path"
+        None,
+        "Hugging Face dataset name or JSONL file, for --data dataset",
+        flag="--data.path",
+        metavar="PATH",
     )
 
     def kind(self, *, local: bool) -> str:
@@ -33,9 +36,14 @@ class DataOptions:
 
 @dataclass(frozen=True)
 class WandbOptions:
-    wandb_project: str = option("finetune-subnet", "wandb project to log to", flag="--wandb.project")
+    wandb_project: str = option(
+        "finetune-subnet", "wandb project to log to", flag="--wandb.project", metavar="NAME"
+    )
     wandb_entity: str | None = option(
-        None, "wandb team or user that owns the project (default: your wandb account)", flag="--wandb.entity"
+        None,
+        "wandb team or user that owns the project (default: your wandb account)",
+        flag="--wandb.entity",
+        metavar="NAME",
     )
     wandb_off: bool = option(False, "do not log to wandb", flag="--wandb.off")
 

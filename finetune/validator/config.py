@@ -124,7 +124,7 @@ class StorageOptions:
 @dataclass(frozen=True)
 class ReportOptions:
     leaderboard: Path | None = option(
-        None, "HTML leaderboard file (default: STATE_DIR/leaderboard.html)", type=Path
+        None, "HTML leaderboard file (default: STATE_DIR/leaderboard.html)", type=Path, metavar="FILE"
     )
     leaderboard_port: int | None = option(
         None,
@@ -134,7 +134,7 @@ class ReportOptions:
     )
     leaderboard_host: str = option(
         "127.0.0.1", "address the leaderboard server listens on (0.0.0.0: every interface)",
-        flag="--leaderboard.host",
+        flag="--leaderboard.host", metavar="ADDRESS",
     )  # fmt: skip
     max_steps: int | None = option(None, "stop after this many steps (default: run until stopped)",
                                    type=types.positive_int)  # fmt: skip
