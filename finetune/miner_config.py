@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FRESH_LR, FINETUNE_LR = 3e-3, 2e-5
-CHAIN_ANSWER_S = 8.0
+CHAIN_ANSWER_S = 5.0
 """How long ``--list_competitions`` waits for the chain's current block before printing without it."""
 
 
@@ -199,6 +199,12 @@ def current_block_within(args: argparse.Namespace, timeout_s: float = CHAIN_ANSW
     from model.network import connect
     from utilities.errors import FinetuneError
 
+    if args.localnet is not None:  # a file on this machine: it always answers, no thread needed
+        from model.storage.chain.local_chain import LocalChain
+
+        folder = Path(args.localnet).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        return LocalChain(folder / "chain.sqlite", netuid=args.netuid).current_block()
     answer: list[int] = []
 
     def ask() -> None:
@@ -210,6 +216,8 @@ def current_block_within(args: argparse.Namespace, timeout_s: float = CHAIN_ANSW
     thread = threading.Thread(target=ask, name="list-competitions", daemon=True)
     thread.start()
     thread.join(timeout_s)
+    if thread.is_alive():
+        logger.info("the chain did not answer within %.0f s", timeout_s)
     return answer[0] if answer else None
 
 
@@ -236,8 +244,9 @@ def schedule_table(schedule: Sequence[ScheduleEntry], block: int | None) -> Tabl
     return table
 
 
-def print_schedule(args: argparse.Namespace, console: Console | None = None) -> None:
-    """``--list_competitions``: the whole schedule of this network, marked when the chain answers."""
+def print_schedule(args: argparse.Namespace, console: Console | None = None) -> bool:
+    """``--list_competitions``: the whole schedule of this network, marked when the chain answers.
+    Returns whether the chain answered."""
     from rich.console import Console
 
     from constants.competitions import MAINNET_SCHEDULE
@@ -249,6 +258,7 @@ def print_schedule(args: argparse.Namespace, console: Console | None = None) -> 
     console.print(schedule_table(schedule, block))
     if block is None:
         console.print("the chain did not answer: active competitions are not marked")
+    return block is not None
 
 
 def choose_competition(args: argparse.Namespace, network: Network) -> Competition:

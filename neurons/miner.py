@@ -8,6 +8,8 @@ The command line is parsed and checked before torch and the network libraries ar
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     from utilities.errors import FinetuneError
 
     if args.list_competitions:
-        print_schedule(args)
+        if not (args.logging_debug or args.logging_trace):  # the chain probe's retries are not news here
+            logging.getLogger().setLevel(logging.ERROR)
+        if not print_schedule(args):  # the chain probe may still be retrying: do not wait for it
+            sys.stdout.flush()
+            os._exit(0)
         return 0
     try:
         miner = build_miner(args, connect(args, hub_user=hub_user(args)))
