@@ -181,8 +181,9 @@ def miner_statuses(
     for hotkey, record in mine.items():
         uid, name, content = uid_of[hotkey], model_name(record), _content(record)
         status: MinerState
-        if content and first[content][1] != uid:
-            status, reason = "copy", f"same weights as uid {first[content][1]}, committed earlier"
+        original = first.get(content) if content else None
+        if original is not None and original[1] != uid:
+            status, reason = "copy", f"same weights as uid {original[1]}, committed earlier"
         elif hotkey in rows:
             status, reason = "evaluated", rows[hotkey].note
         elif record.status == "ok":
