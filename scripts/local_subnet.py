@@ -126,7 +126,7 @@ def wait_for_miners(root: Path, miners: list[Miner], started: float, status: Any
         text = miners_progress(root, miners, started)
         status.update(text)
         if not console.is_terminal and time.monotonic() - last_print >= PROGRESS_EVERY_S:
-            console.print(text)
+            console.print(text, soft_wrap=True)
             last_print = time.monotonic()
         for miner in miners:
             if miner.process is not None and miner.process.poll() not in (None, 0):
@@ -146,7 +146,7 @@ def watch_validator(process: subprocess.Popen[bytes], log: Path, started: float)
             text = f"{duration(time.monotonic() - started)} elapsed · validator: {last_line(log)}"
             status.update(text)
             if not console.is_terminal and time.monotonic() - last_print >= PROGRESS_EVERY_S:
-                console.print(text)
+                console.print(text, soft_wrap=True)
                 last_print = time.monotonic()
             time.sleep(1.0)
     if process.returncode != 0:
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         if "copier" in by_name and "strong" in by_name:
             chain.advance(2)  # the copy is committed strictly later than the original
             publish_copy(root, by_name["copier"], by_name["strong"], competition)
-    console.print(miners_progress(root, miners, started))
+    console.print(miners_progress(root, miners, started), soft_wrap=True)
     console.print(f"miners done after {time.monotonic() - started:.0f} s; starting the validator")
 
     chain.advance(2)

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1000)  # the run has its own 900 s limit; 300 s is too short on a busy machine
 def test_local_subnet_end_to_end(tmp_path: Path) -> None:
     net = tmp_path / "net"
     result = subprocess.run(
