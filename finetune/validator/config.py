@@ -208,12 +208,18 @@ def status_source(tracker: ModelTracker, chain: Chain) -> Callable[[StepReport],
     from finetune.validator.records import miner_statuses
     from utilities.errors import FinetuneError
 
+    cache: dict[int, tuple[MinerStatus, ...]] = {}  # one metagraph read per step for every reporter
+
     def statuses(report: StepReport) -> tuple[MinerStatus, ...]:
-        try:
-            return miner_statuses(tracker.records(), chain.metagraph(), report)
-        except FinetuneError as exc:
-            logger.warning("leaderboard: no miner status list this step: %s", exc)
-            return ()
+        if report.step not in cache:
+            try:
+                found = miner_statuses(tracker.records(), chain.metagraph(), report)
+            except FinetuneError as exc:
+                logger.warning("no miner status list this step: %s", exc)
+                found = ()
+            cache.clear()
+            cache[report.step] = found
+        return cache[report.step]
 
     return statuses
 
@@ -228,7 +234,7 @@ def build_reporters(
     from finetune.validator.table import TableReporter
 
     reporters: list[Reporter] = [
-        TableReporter(),
+        TableReporter(statuses=statuses),
         LeaderboardReporter(leaderboard_path(args), statuses=statuses),
     ]
     wandb = read_options(args, WandbOptions)
