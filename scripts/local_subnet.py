@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,7 @@ from model.storage.chain.local_chain import LocalChain  # noqa: E402
 from model.storage.hub.local_hub import LocalHub  # noqa: E402
 from model.tracker import ModelTracker  # noqa: E402
 from utilities.errors import ConfigError  # noqa: E402
+from utilities.progress import duration  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 PYTHON = sys.executable
@@ -83,6 +85,72 @@ class _Payload:
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return (Path(self.marker).touch, ())  # type: ignore[return-value]
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+PROGRESS_EVERY_S = 20.0
+"""Off a terminal, how often the demo writes the miners' progress (on one, the status line is live)."""
+
+
+def last_line(log: Path, limit: int = 110) -> str:
+    """The miner's latest progress: the last non-empty line of its log (a bar's carriage returns split
+    lines too), without colours, cut to ``limit`` characters."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 8192))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [ANSI.sub("", line).strip() for line in re.split(r"[\r\n]+", tail)]
+    lines = [line for line in lines if line]
+    text = lines[-1] if lines else "starting"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def miners_progress(root: Path, miners: list[Miner], started: float) -> str:
+    """One line per training miner (its latest log line), headed by the elapsed time."""
+    running = [m for m in miners if m.process is not None]
+    done = sum(m.process.poll() is not None for m in running if m.process is not None)
+    lines = [f"{duration(time.monotonic() - started)} elapsed · {done}/{len(running)} training miners done"]
+    for miner in running:
+        state = "done" if miner.process is not None and miner.process.poll() is not None else "training"
+        lines.append(f"  {miner.name} ({state}): {last_line(root / 'logs' / f'{miner.name}.log')}")
+    return "\n".join(lines)
+
+
+def wait_for_miners(root: Path, miners: list[Miner], started: float, status: Any) -> None:
+    """Wait for every training miner, showing each one's progress (epoch/step, loss, ETA from its log)
+    live on a terminal, or every ``PROGRESS_EVERY_S`` seconds off one."""
+    last_print = time.monotonic()
+    while True:
+        text = miners_progress(root, miners, started)
+        status.update(text)
+        if not console.is_terminal and time.monotonic() - last_print >= PROGRESS_EVERY_S:
+            console.print(text, soft_wrap=True)
+            last_print = time.monotonic()
+        for miner in miners:
+            if miner.process is not None and miner.process.poll() not in (None, 0):
+                raise SystemExit(
+                    f"the {miner.name} miner failed, see {root / 'logs' / (miner.name + '.log')}"
+                )
+        if all(m.process is None or m.process.poll() is not None for m in miners):
+            return
+        time.sleep(1.0)
+
+
+def watch_validator(process: subprocess.Popen[bytes], log: Path, started: float) -> None:
+    """Wait for the validator, showing its latest log line and the elapsed time."""
+    with console.status("the validator is starting...") as status:
+        last_print = time.monotonic()
+        while process.poll() is None:
+            text = f"{duration(time.monotonic() - started)} elapsed · validator: {last_line(log)}"
+            status.update(text)
+            if not console.is_terminal and time.monotonic() - last_print >= PROGRESS_EVERY_S:
+                console.print(text, soft_wrap=True)
+                last_print = time.monotonic()
+            time.sleep(1.0)
+    if process.returncode != 0:
+        raise SystemExit(f"the validator failed, see {log}")
 
 
 def run_logged(command: list[str], log: Path, *, wait: bool) -> subprocess.Popen[bytes]:
@@ -270,13 +338,13 @@ def main(argv: list[str] | None = None) -> int:
                 [PYTHON, "neurons/miner.py", *network, "--wallet.name", miner.name,
                  "--hf_repo_id", repo_name(miner, competition),
                  "--model_dir", str(root / "miners" / miner.name),
-                 "--num_epochs", str(miner.epochs), "--cortex_samples_per_epoch", str(miner.samples),
+                 "--num_epochs", str(miner.epochs), "--samples_per_epoch", str(miner.samples),
                  "--seed", str(seed), "--wandb.off", "--avg_loss_upload_threshold", "0",
                  *(SMOL_MINER_ARGS if smol else [])],
                 root / "logs" / f"{miner.name}.log", wait=False,
             )  # fmt: skip
     by_name = {m.name: m for m in miners}
-    with console.status("miners are training and publishing...") as status:
+    with console.status("miners are starting...") as status:
         if "untrained" in by_name:
             publish_untrained(root, by_name["untrained"], competition)
         marker = (
@@ -284,28 +352,25 @@ def main(argv: list[str] | None = None) -> int:
             if "pickler" in by_name
             else root / "PICKLE_PAYLOAD_RAN"
         )
-        for miner in miners:
-            if miner.process is not None:
-                status.update(f"waiting for the {miner.name} miner to finish training...")
-                if miner.process.wait() != 0:
-                    raise SystemExit(
-                        f"the {miner.name} miner failed, see {root / 'logs' / (miner.name + '.log')}"
-                    )
+        wait_for_miners(root, miners, started, status)
         if "copier" in by_name and "strong" in by_name:
             chain.advance(2)  # the copy is committed strictly later than the original
             publish_copy(root, by_name["copier"], by_name["strong"], competition)
+    console.print(miners_progress(root, miners, started), soft_wrap=True)
     console.print(f"miners done after {time.monotonic() - started:.0f} s; starting the validator")
 
     chain.advance(2)
-    run_logged(
+    validator_log = root / "logs" / "validator.log"
+    process = run_logged(
         [PYTHON, "neurons/validator.py", *network, "--wallet.name", "validator",
          "--device", "cpu", "--wandb.off", "--max_steps", str(args.steps),
          "--state_dir", str(root / "validator" / "state"), "--model_dir", str(root / "validator" / "models"),
          "--leaderboard", str(root / "validator" / "leaderboard.html"), "--min_model_age_blocks", "0",
-         "--latest_cortex_samples", str(args.samples), "--blocks_per_epoch", "3",
+         "--samples_per_step", str(args.samples), "--blocks_per_epoch", "3",
          "--weights_check_seconds", "1", "--sample_min", str(len(miners))],
-        root / "logs" / "validator.log", wait=True,
+        validator_log, wait=False,
     )  # fmt: skip
+    watch_validator(process, validator_log, started)
     summary = leaderboard(root, miners, validator)
     summary["competition"] = competition.id
     summary["pickle_payload_ran"] = marker.exists()

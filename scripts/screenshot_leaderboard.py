@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from finetune.validator.leaderboard import LeaderboardReporter  # noqa: E402
-from finetune.validator.records import ModelRow, StepReport  # noqa: E402
+from finetune.validator.records import MinerStatus, ModelRow, StepReport  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -69,7 +69,7 @@ def demo_history(n_steps: int = 24, seed: int = 0) -> tuple[StepReport, ...]:
         for uid, hotkey, model, _ in present:
             weight = 0.0 if uid == 12 else math.exp(8 * wins[uid]) / total
             scores[uid] = 0.8 * scores.get(uid, 0.0) + 0.2 * weight
-            note = {12: "duplicate of uid 4"}.get(uid, "")
+            note = {12: "same model as an earlier commit"}.get(uid, "")
             if uid == 9 and number == n_steps:
                 note = "evaluation failed: CUDA error: device-side assert triggered"
             spread = 1.96 * math.sqrt(max(wins[uid] * (1 - wins[uid]), 1e-4) / 64)
@@ -92,18 +92,37 @@ def demo_history(n_steps: int = 24, seed: int = 0) -> tuple[StepReport, ...]:
             StepReport(
                 step=number,
                 block=3_512_000 + 360 * number,
-                competition_id="SN9_MODEL",
+                competition_id="l3",
                 seed=rng.randrange(2**32),
                 n_samples=64,
                 seconds=rng.uniform(70, 110),
                 rows=tuple(rows),
                 skipped={
-                    "5EYCAe5ijiYfyeZ2JJCGq56LmPyNRAKzpG4QkoQkkQNB5e6Z": "no valid commitment",
-                    "5Ck5SLSHYac6WFt5UZRSsdJjwmpSZq85fd5TRNAdZQVzEAPT": "model too large (9.1 GB > 8.0 GB)",
+                    "5EYCAe5ijiYfyeZ2JJCGq56LmPyNRAKzpG4QkoQkkQNB5e6Z": "not kept from the last step",
                 },
+                miners=demo_miners(miners) if number == n_steps else (),
             )
         )
     return tuple(steps)
+
+
+def demo_miners(miners: list[tuple[int, str, str, float]]) -> tuple[MinerStatus, ...]:
+    """The per-miner status list of the last demo step: the evaluated ones, a copy, a rejected pickle
+    model, one waiting for its download and one not evaluated this step."""
+    statuses = [
+        MinerStatus(uid, hotkey, model, "copy" if uid == 12 else "evaluated",
+                    "same weights as uid 4, committed earlier" if uid == 12 else "")
+        for uid, hotkey, model, _ in miners
+    ]  # fmt: skip
+    statuses += [
+        MinerStatus(18, "5EYCAe5ijiYfyeZ2JJCGq56LmPyNRAKzpG4QkoQkkQNB5e6Z", "frank/llama-old@0a1b2c3d",
+                    "not evaluated", "not kept from the last step"),
+        MinerStatus(21, "5Ck5SLSHYac6WFt5UZRSsdJjwmpSZq85fd5TRNAdZQVzEAPT", "mallory/pickled@deadbeef",
+                    "rejected", "forbidden_file: pytorch_model.bin is not allowed (pickle)"),
+        MinerStatus(23, "5HpG9w8EBLe5XCrbczpwq5TSXvedjrBGCwqxK1iQ7qUsSWFc", "grace/llama-8b@5e6f7a8b",
+                    "waiting", "download failed (hub timeout); retry in 10 min"),
+    ]  # fmt: skip
+    return tuple(statuses)
 
 
 def write_demo(path: Path) -> None:
@@ -156,6 +175,41 @@ def screenshot(
         raise RuntimeError(f"{browser} exited with {result.returncode} and no screenshot:\n{tail}")
 
 
+CHECKED_IDS = ("leaderboard", "every-miner", "explain", "win-rate", "score", "losses")
+
+
+def dump_dom(url: str, *, browser: str, timeout_s: float = 90.0) -> str:
+    """The DOM headless Chromium builds from ``url`` (what a person's browser would show)."""
+    with tempfile.TemporaryDirectory(prefix="leaderboard-chromium-") as profile:
+        command = [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+            f"--user-data-dir={profile}", "--dump-dom", url,
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{browser} exited with {result.returncode}: {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
+def check_in_browser(html: Path, *, browser: str) -> list[str]:
+    """Serve ``html`` as ``--leaderboard.port`` does and load it in headless Chromium; returns what is
+    missing from the rendered page (nothing when it is whole)."""
+    from finetune.validator.serve import serve_leaderboard
+
+    server = serve_leaderboard(html, port=0)
+    port = server.server_address[1]
+    try:
+        dom = dump_dom(f"http://127.0.0.1:{port}/", browser=browser)
+    finally:
+        server.shutdown()
+        server.server_close()
+    missing = [f"#{name}" for name in CHECKED_IDS if f'id="{name}"' not in dom]
+    if "<script" in dom.replace("&lt;script", ""):
+        missing.append("(an unescaped <script> element)")
+    return missing
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("html", type=Path, help="leaderboard HTML file")
@@ -164,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chromium", help="browser binary (default: the first Chromium/Chrome on PATH)")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=1800)
+    parser.add_argument("--check", action="store_true", help="also load it over HTTP and check the DOM")
     args = parser.parse_args(argv)
 
     if args.demo:
@@ -183,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         screenshot(args.html, args.out, browser=browser, width=args.width, height=args.height)
+        if args.check:
+            missing = check_in_browser(args.html, browser=browser)
+            if missing:
+                print(f"error: the page in {browser} lacks {', '.join(missing)}", file=sys.stderr)
+                return 1
+            print(f"checked in {browser}: every section rendered")
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -6,16 +6,31 @@ passed through :func:`html.escape` before it reaches the page."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
 from finetune.validator import svg
-from finetune.validator.records import ModelRow, StepReport
+from finetune.validator.records import MINER_STATES, MinerStatus, ModelRow, StepReport
 from finetune.validator.table import COLUMNS, fmt_number, row_cells, short_hotkey, sorted_rows
 from utilities.files import atomic_write_bytes
+
+PAGE_MODE = 0o644
+"""The page and summary.json are world-readable (a web server or another user may serve them)."""
+SCORE_FLOOR = 1e-4
+"""Bottom of the score chart's logarithmic axis."""
+EXPLANATION = (
+    "Each step scores one competition's models on the same fresh samples. <b>Win rate</b>: the share of "
+    "(opponent, sample) pairs a model wins (lower loss; the earlier commit wins near-ties). "
+    "<b>Weight</b>: this step's softmax of win rates times the competition's reward share. "
+    "<b>Score</b>: the moving average of a miner's weights over steps; the weights set on chain are the "
+    "scores normalised to sum to 1, so a miner needs a lead that lasts several steps."
+)
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px; color: #222;
@@ -30,6 +45,9 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 td.model { word-break: break-all; }
 td.hotkey { font-family: ui-monospace, monospace; white-space: nowrap; }
 tr.noted td { background: #fff8e1; }
+tr.status-rejected td, tr.status-copy td { background: #fdecea; }
+tr.status-waiting td, tr.status-not-evaluated td { color: #666; }
+.explain { font-size: 13px; color: #444; max-width: 900px; }
 .skipped { font-size: 13px; color: #555; }
 .skipped code { font-size: 12px; }
 .empty { color: #777; font-style: italic; }
@@ -76,21 +94,44 @@ def leaderboard_table(step: StepReport) -> str:
     return html
 
 
+MINER_COLUMNS = ("uid", "hotkey", "model", "status", "reason")
+
+
+def miners_table(miners: Sequence[MinerStatus]) -> str:
+    """Every registered miner of the competition, evaluated or not, with its status and the reason."""
+    order = {state: i for i, state in enumerate(MINER_STATES)}
+    head = "".join(f"<th>{name}</th>" for name in MINER_COLUMNS)
+    body = []
+    for miner in sorted(miners, key=lambda m: (order.get(m.status, 99), m.uid)):
+        css = "status-" + miner.status.replace(" ", "-")
+        body.append(
+            f'<tr class="{css}" data-uid="{miner.uid}"><td class="num">{miner.uid}</td>'
+            f'<td class="hotkey" title="{escape(miner.hotkey)}">{escape(short_hotkey(miner.hotkey))}</td>'
+            f'<td class="model">{escape(miner.model)}</td><td>{escape(miner.status)}</td>'
+            f"<td>{escape(miner.reason)}</td></tr>"
+        )
+    if not body:
+        body.append(f'<tr><td colspan="{len(MINER_COLUMNS)}" class="empty">no miner status yet</td></tr>')
+    return f'<table id="miners"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
 def _series(steps: Sequence[StepReport], value: Callable[[ModelRow], float]) -> list[svg.Series]:
     """One series per hotkey seen in ``steps``, ordered by the latest step's table order, then by
-    hotkey; labelled with the hotkey's latest uid."""
+    hotkey; labelled with the hotkey's latest uid and model name."""
     points: dict[str, list[tuple[float, float]]] = {}
     uids: dict[str, int] = {}
+    models: dict[str, str] = {}
     for report in steps:
         for row in report.rows:
             points.setdefault(row.hotkey, []).append((float(report.step), _finite(value(row))))
             uids[row.hotkey] = row.uid
+            models[row.hotkey] = row.model
     latest = [row.hotkey for row in sorted_rows(steps[-1].rows)] if steps else []
     order = list(dict.fromkeys(latest + sorted(points)))
     return [
         svg.Series(
             key=hotkey,
-            label=f"uid {uids[hotkey]} · {short_hotkey(hotkey)}",
+            label=f"uid {uids[hotkey]} · {models[hotkey] or short_hotkey(hotkey)}",
             points=tuple(points[hotkey]),
         )
         for hotkey in order
@@ -108,14 +149,17 @@ def win_rate_chart(steps: Sequence[StepReport]) -> str:
 
 
 def score_chart(steps: Sequence[StepReport]) -> str:
+    """Scores on a logarithmic axis: after the softmax the leader holds most of the score, and a linear
+    axis would flatten every other miner onto zero."""
     series = _series(steps, lambda row: row.score)
     top = max((y for s in series for _, y in s.points if math.isfinite(y)), default=1.0)
     return svg.line_chart(
         series,
-        title="Score (moving average) per miner",
+        title="Score (moving average) per miner, logarithmic",
         x_label="step",
-        y_label="score",
-        y_range=(0.0, top * 1.1 if top > 0 else 1.0),
+        y_label="score (log scale)",
+        y_range=(SCORE_FLOOR, max(1.0, top)),
+        y_log=True,
     )
 
 
@@ -157,10 +201,18 @@ def render_html(
         f'<p class="meta" id="meta">step <b>{latest.step}</b> · block <b>{latest.block}</b> · '
         f"{latest.n_samples} samples · {fmt_number(latest.seconds, 1)} s · "
         f"{len(latest.rows)} models · updated {stamp}</p></header>",
+        f'<p class="explain" id="explain">{EXPLANATION}</p>',
         f"<section><h2>Leaderboard</h2>{leaderboard_table(latest)}</section>",
+        (
+            f'<section id="every-miner"><h2>Every miner of competition {competition}</h2>'
+            f"{miners_table(latest.miners)}</section>"
+            if latest.miners
+            else ""
+        ),
         f'<section id="win-rate"><h2>Win rate over the last {len(steps)} step(s)</h2>'
         f"{win_rate_chart(steps)}</section>",
-        f'<section id="score"><h2>Score</h2>{score_chart(steps)}</section>',
+        f'<section id="score"><h2>Score (logarithmic axis: scores below {SCORE_FLOOR:g} sit on the '
+        f"bottom line)</h2>{score_chart(steps)}</section>",
         f'<section id="losses"><h2>Loss distribution (step {latest.step})</h2>{loss_chart(latest)}</section>',
         "<footer>Win-rate intervals are paired-bootstrap intervals. Boxes: quartiles and median, "
         "whiskers at 1.5 IQR, diamond = mean; non-finite losses are left out.</footer></body></html>",
@@ -169,7 +221,10 @@ def render_html(
 
 
 class LeaderboardReporter:
-    """:class:`~finetune.validator.records.Reporter` that rewrites ``path`` (HTML) after every step."""
+    """:class:`~finetune.validator.records.Reporter` that rewrites ``path`` (HTML) and ``summary.json``
+    beside it after every step, both world-readable. ``statuses`` fills in the per-miner status list of
+    a report that has none (:func:`~finetune.validator.records.miner_statuses` on the validator's tracker
+    and metagraph)."""
 
     def __init__(
         self,
@@ -177,14 +232,21 @@ class LeaderboardReporter:
         *,
         refresh_s: int | None = 60,
         clock: Callable[[], datetime] | None = None,
+        statuses: Callable[[StepReport], tuple[MinerStatus, ...]] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.summary_path = self.path.with_name("summary.json")
         self.refresh_s = refresh_s
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._statuses = statuses
 
     def report(self, step: StepReport, history: tuple[StepReport, ...]) -> None:
-        steps = list(history)
-        if not steps or steps[-1].step != step.step:
-            steps.append(step)
+        if not step.miners and self._statuses is not None:
+            step = dataclasses.replace(step, miners=self._statuses(step))
+        steps = [report for report in history if report.step != step.step] + [step]
         page = render_html(steps, now=self._clock(), refresh_s=self.refresh_s)
         atomic_write_bytes(self.path, page.encode("utf-8"))
+        os.chmod(self.path, PAGE_MODE)
+        summary = {"updated": self._clock().isoformat(), **step.to_json(with_losses=False)}
+        atomic_write_bytes(self.summary_path, json.dumps(summary, indent=1).encode("utf-8"))
+        os.chmod(self.summary_path, PAGE_MODE)

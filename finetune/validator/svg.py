@@ -6,7 +6,7 @@ piece of text passes through :func:`html.escape`, since labels carry miner-contr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -105,6 +105,10 @@ def _empty(width: float, height: float, title: str, message: str) -> str:
     return "".join(parts)
 
 
+def _power_of_ten(exponent: float) -> str:
+    return fmt_tick(10**exponent)
+
+
 def line_chart(
     series: Sequence[Series],
     *,
@@ -115,8 +119,25 @@ def line_chart(
     width: int = 1100,
     height: int = 340,
     legend_width: int = 260,
+    y_log: bool = False,
 ) -> str:
-    """One ``<path class="series">`` per series (even one without finite points), legend on the right."""
+    """One ``<path class="series">`` per series (even one without finite points), legend on the right.
+    ``y_log``: a logarithmic y axis from ``y_range[0]`` (> 0; smaller values sit on the bottom line) to
+    ``y_range[1]``, so values 1000x apart stay readable side by side."""
+    label_of: Callable[[float], str] = fmt_tick
+    if y_log:
+        if y_range is None or y_range[0] <= 0:
+            raise ValueError("a logarithmic axis needs y_range with a positive low end")
+        floor = y_range[0]
+
+        def log(y: float) -> float:
+            return math.log10(max(y, floor)) if math.isfinite(y) else math.nan
+
+        series = [Series(s.key, s.label, tuple((x, log(y)) for x, y in s.points)) for s in series]
+        y_range = (math.log10(y_range[0]), math.log10(y_range[1]))
+
+        label_of = _power_of_ten
+
     finite = [(x, y) for s in series for x, y in s.points if math.isfinite(x) and math.isfinite(y)]
     if not finite:
         return _empty(width, height, title, "no data yet")
@@ -133,11 +154,16 @@ def line_chart(
         return bottom - (y - y_low) / (y_high - y_low) * (bottom - top)
 
     parts = _open(width, height, title, title)
-    for tick in nice_ticks(y_low, y_high):
+    y_ticks = (
+        [float(k) for k in range(math.ceil(y_low), math.floor(y_high) + 1)]
+        if y_log
+        else nice_ticks(y_low, y_high)
+    )
+    for tick in y_ticks:
         parts.append(
             f'<line x1="{left:.1f}" x2="{right:.1f}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" '
             f'stroke="#e5e5e5"/><text x="{left - 6:.1f}" y="{py(tick) + 4:.1f}" text-anchor="end" '
-            f'fill="#444">{fmt_tick(tick)}</text>'
+            f'fill="#444">{label_of(tick)}</text>'
         )
     x_ticks = [t for t in nice_ticks(x_low, x_high, 8) if float(t).is_integer()]
     for tick in x_ticks:

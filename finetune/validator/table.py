@@ -5,14 +5,15 @@ HTML leaderboard so both show the same numbers the same way."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from finetune.validator.records import ModelRow, StepReport
+from finetune.validator.records import MinerStatus, ModelRow, StepReport
 
 COLUMNS: tuple[str, ...] = (
     "uid",
@@ -91,7 +92,13 @@ def render_table(step: StepReport) -> Table:
     Every cell is a :class:`rich.text.Text`, so markup in miner-controlled strings (model names,
     notes) is shown literally, never interpreted."""
     caption: Text | None = None
-    if step.skipped:
+    others = [m for m in step.miners if m.status != "evaluated"]
+    if others:  # every miner that has no row, with its status and reason
+        lines = [f"other miners ({len(others)}):"]
+        lines += [f"  uid {m.uid} {m.model or m.hotkey}: {m.status}" + (f" ({m.reason})" if m.reason else "")
+                  for m in others]  # fmt: skip
+        caption = Text("\n".join(lines), style="dim")
+    elif step.skipped:
         lines = [f"skipped {len(step.skipped)}:"]
         lines += [f"  {hotkey}: {reason}" for hotkey, reason in sorted(step.skipped.items())]
         caption = Text("\n".join(lines), style="dim")
@@ -118,14 +125,23 @@ def render_table(step: StepReport) -> Table:
 
 
 class TableReporter:
-    """:class:`~finetune.validator.records.Reporter` that prints :func:`render_table` to a console."""
+    """:class:`~finetune.validator.records.Reporter` that prints :func:`render_table` to a console;
+    ``statuses`` fills in the per-miner status list of a report that has none (shown under the table)."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        statuses: Callable[[StepReport], tuple[MinerStatus, ...]] | None = None,
+    ) -> None:
         if console is None:
             console = Console()
             if not console.is_terminal:  # logs (pm2, files): wide enough that no column is dropped
                 console = Console(width=160)
         self.console = console
+        self._statuses = statuses
 
     def report(self, step: StepReport, history: tuple[StepReport, ...]) -> None:
+        if not step.miners and self._statuses is not None:
+            step = dataclasses.replace(step, miners=self._statuses(step))
         self.console.print(render_table(step))

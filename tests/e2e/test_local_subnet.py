@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1000)  # the run has its own 900 s limit; 300 s is too short on a busy machine
 def test_local_subnet_end_to_end(tmp_path: Path) -> None:
     net = tmp_path / "net"
     result = subprocess.run(
@@ -39,3 +40,12 @@ def test_local_subnet_end_to_end(tmp_path: Path) -> None:
     assert max(miners.values(), key=lambda m: m["incentive"]) is strong
     assert "local subnet after 3 validator steps" in result.stdout
     assert (net / "validator" / "leaderboard.html").stat().st_size > 1000
+    # the demo shows each miner's progress and the elapsed time while they train
+    assert "training miners done" in result.stdout and "elapsed" in result.stdout
+    # the leaderboard lists every miner with its status: the copy and the rejected pickle model too
+    page = json.loads((net / "validator" / "summary.json").read_text())
+    statuses = {m["uid"]: (m["status"], m["reason"]) for m in page["miners"]}
+    assert statuses[copier["uid"]] == ("copy", f"same weights as uid {strong['uid']}, committed earlier")
+    assert statuses[pickler["uid"]][0] == "rejected" and "forbidden_file" in statuses[pickler["uid"]][1]
+    assert statuses[strong["uid"]][0] == "evaluated"
+    assert (net / "validator" / "leaderboard.html").stat().st_mode & 0o777 == 0o644

@@ -131,7 +131,7 @@ def test_page_structure_table_and_one_line_per_hotkey() -> None:
     assert sorted(parsed.series["win-rate"]) == sorted(HOTKEYS[:3])
     assert sorted(parsed.series["score"]) == sorted(HOTKEYS[:3])
     assert page.count('class="box"') == 3
-    assert "uid 2 · 5Hotke…0002" in text  # legend label
+    assert "uid 2 · miner2/model@c2" in text  # legend label: uid and model name
 
 
 def test_hotkeys_that_come_and_go_get_one_line_each() -> None:
@@ -212,9 +212,9 @@ def test_reporter_rewrites_the_file_atomically(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(module, "atomic_write_bytes", spy)
     reporter.report(steps[2], steps)
     second = target.read_text(encoding="utf-8")
-    assert writes == [target]
+    assert writes == [target, target.with_name("summary.json")]
     assert "step <b>3</b>" in second and "step <b>1</b>" not in second
-    assert sorted(p.name for p in target.parent.iterdir()) == ["leaderboard.html"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["leaderboard.html", "summary.json"]
     # A history that does not end with the step still shows the step.
     reporter.report(steps[1], ())
     assert "step <b>2</b>" in target.read_text(encoding="utf-8")
@@ -234,7 +234,7 @@ def test_a_failed_write_keeps_the_old_page(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(OSError, match="disk full"):
         reporter.report(steps[1], steps)
     assert target.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["leaderboard.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leaderboard.html", "summary.json"]
 
 
 def test_svg_helpers() -> None:
@@ -251,3 +251,159 @@ def test_svg_helpers() -> None:
     assert "no data yet" in svg.line_chart([], title="t", x_label="x", y_label="y")
     constant = svg.box_plot([svg.Box("same", (2.0,) * 10)], title="t", x_label="x")
     assert 'class="box"' in constant and "nan" not in constant.lower()
+
+
+# ---- every miner, with its status ------------------------------------------------------------------
+
+
+def record(hotkey: str, status: str, *, block: int = 100, competition: str = "SN9_MODEL", **extra: object):  # type: ignore[no-untyped-def]
+    from model.data import ModelId, ModelMetadata
+    from model.tracker import ModelRecord
+
+    model_id = ModelId(
+        namespace=hotkey[:8].lower(), name="m", commit="c" * 40, hash="h", competition_id=competition
+    )
+    return ModelRecord(
+        hotkey=hotkey, status=status, metadata=ModelMetadata(id=model_id, block=block), **extra
+    )  # type: ignore[arg-type]
+
+
+def metagraph(hotkeys: list[str]):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from model.storage.chain.protocol import Metagraph
+
+    n = len(hotkeys)
+    return Metagraph(
+        block=7000, uids=np.arange(n, dtype=np.int64), hotkeys=tuple(hotkeys), stake=np.zeros(n),
+        validator_permit=np.zeros(n, dtype=bool), incentive=np.zeros(n), consensus=np.zeros(n),
+    )  # fmt: skip
+
+
+KEYS = [f"5Miner{name}{'y' * 30}" for name in ("Strong", "Copier", "Pickle", "Wait", "Idle", "Other", "Gone")]
+
+
+def statuses_scenario() -> tuple[StepReport, tuple[object, ...]]:
+    from finetune.validator.records import miner_statuses
+
+    records = {
+        KEYS[0]: record(KEYS[0], "ok", block=100, weights_hash="W1"),
+        KEYS[1]: record(KEYS[1], "ok", block=140, weights_hash="W1"),  # same weights, later
+        KEYS[2]: record(
+            KEYS[2], "rejected", reason="forbidden_file", message="pytorch_model.bin is not allowed"
+        ),
+        KEYS[3]: record(KEYS[3], "failed", reason="hub", message="download failed; retry in 60 s"),
+        KEYS[4]: record(KEYS[4], "ok", block=120, weights_hash="W2"),
+        KEYS[5]: record(KEYS[5], "ok", competition="other", weights_hash="W3"),  # another competition
+        KEYS[6]: record(KEYS[6], "ok", weights_hash="W4"),  # no longer registered
+    }
+    step = make_step(
+        4,
+        (make_row(0, 4, hotkey=KEYS[0], model="strong/m@cccccccc"),),
+        skipped={KEYS[4]: "not kept from the last step"},
+    )
+    graph = metagraph(KEYS[:6])  # KEYS[6] deregistered
+    return step, miner_statuses(records, graph, step)
+
+
+def test_miner_statuses_name_every_registered_miner_of_the_competition() -> None:
+    _, statuses = statuses_scenario()
+    got = {m.uid: (m.status, m.reason) for m in statuses}  # type: ignore[attr-defined]
+    assert got == {
+        0: ("evaluated", ""),
+        1: ("copy", "same weights as uid 0, committed earlier"),
+        2: ("rejected", "forbidden_file: pytorch_model.bin is not allowed"),
+        3: ("waiting", "download failed; retry in 60 s"),
+        4: ("not evaluated", "not kept from the last step"),
+    }
+    assert statuses[1].model == "5minerco/m@cccccccc"  # type: ignore[attr-defined]
+
+
+def test_the_page_shows_every_miner_explains_scores_and_keeps_small_scores_visible(tmp_path: Path) -> None:
+    import dataclasses
+
+    step, statuses = statuses_scenario()
+    steps = [*history(3), dataclasses.replace(step, miners=statuses)]  # type: ignore[arg-type]
+    page = render_html(steps, now=NOW)
+    parsed = parse(page)
+    assert "copy" in page and "same weights as uid 0, committed earlier" in page
+    assert (
+        "forbidden_file: pytorch_model.bin is not allowed" in page and "not kept from the last step" in page
+    )
+    assert 'id="explain"' in page and "moving average" in page
+    assert any("uid 0 · strong/m@cccccccc" in t for t in parsed.text)  # legends name the model
+    # JSON round trip keeps the list
+    assert StepReport.from_json(steps[-1].to_json()).miners == statuses
+
+
+def test_score_axis_is_logarithmic_so_the_runner_up_is_not_flattened() -> None:
+    series = [svg.Series("a", "a", ((1.0, 0.998),)), svg.Series("b", "b", ((1.0, 0.002),))]
+    chart = svg.line_chart(series, title="t", x_label="x", y_label="y", y_range=(1e-4, 1.0), y_log=True)
+    ys = [float(y) for y in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', chart)]
+    top, bottom = 16.0, 340.0 - 44.0
+    low_fraction = (bottom - ys[1]) / (bottom - top)  # 0.002 sits about 1/3 up, not on the floor
+    assert 0.25 < low_fraction < 0.45 and ys[0] < top + 5
+    assert ">0.001<" in chart and ">1<" in chart
+    with pytest.raises(ValueError):
+        svg.line_chart(series, title="t", x_label="x", y_label="y", y_log=True)
+
+
+def test_page_and_summary_are_world_readable_and_statuses_filled_in(tmp_path: Path) -> None:
+    import json
+    import os
+
+    step, statuses = statuses_scenario()
+    target = tmp_path / "leaderboard.html"
+    old = os.umask(0o077)
+    try:
+        LeaderboardReporter(target, clock=lambda: NOW, statuses=lambda _: statuses).report(step, (step,))  # type: ignore[arg-type,return-value]
+    finally:
+        os.umask(old)
+    for path in (target, tmp_path / "summary.json"):
+        assert path.stat().st_mode & 0o777 == 0o644
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [m["status"] for m in summary["miners"]] == [
+        "evaluated",
+        "copy",
+        "rejected",
+        "waiting",
+        "not evaluated",
+    ]
+    assert summary["rows"][0]["losses"] == []
+
+
+def test_http_server_serves_the_page_read_only(tmp_path: Path) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from finetune.validator.serve import serve_leaderboard
+
+    target = tmp_path / "leaderboard.html"
+    (tmp_path / "validator_state.json").write_text("{}")
+    server = serve_leaderboard(target, port=0)
+    host, port = server.server_address[:2]
+    base = f"http://{host}:{port}"
+    try:
+        assert host == "127.0.0.1"
+        with pytest.raises(urllib.error.HTTPError) as early:
+            urllib.request.urlopen(base + "/", timeout=5)
+        assert early.value.code == 503  # no step finished yet
+        steps = history(2)
+        LeaderboardReporter(target, clock=lambda: NOW).report(steps[-1], steps)
+        with urllib.request.urlopen(base + "/", timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert response.read() == target.read_bytes()
+        with urllib.request.urlopen(base + "/summary.json?x=1", timeout=5) as response:
+            assert json.loads(response.read())["step"] == 2
+        for path in ("/validator_state.json", "/../validator_state.json", "/%2e%2e/x", "/leaderboard.html/"):
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                urllib.request.urlopen(base + path, timeout=5)
+            assert missing.value.code == 404, path
+        post = urllib.request.Request(base + "/", data=b"x", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(post, timeout=5)
+        assert refused.value.code == 501
+    finally:
+        server.shutdown()
+        server.server_close()

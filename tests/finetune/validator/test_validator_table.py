@@ -123,3 +123,21 @@ def test_empty_step_renders() -> None:
     table = render_table(make_step(()))
     assert table.row_count == 1
     assert "step 7" in render_text(make_step(()))
+
+
+def test_every_miner_without_a_row_is_listed_under_the_table() -> None:
+    from finetune.validator.records import MinerStatus
+
+    step = make_step((make_row(1, HOTKEY_A, 0.5),), skipped={HOTKEY_C: "not kept from the last step"})
+    statuses = (
+        MinerStatus(1, HOTKEY_A, "miner1/model@abc1", "evaluated"),
+        MinerStatus(2, HOTKEY_B, "copier/model@abc1", "copy", "same weights as uid 1, committed earlier"),
+        MinerStatus(3, HOTKEY_C, "idle/model@ff", "not evaluated", "not kept from the last step"),
+    )
+    console = Console(record=True, width=260, color_system=None)
+    TableReporter(console, statuses=lambda _: statuses).report(step, (step,))
+    text = console.export_text()
+    assert "other miners (2):" in text
+    assert "uid 2 copier/model@abc1: copy (same weights as uid 1, committed earlier)" in text
+    assert "uid 3 idle/model@ff: not evaluated (not kept from the last step)" in text
+    assert "skipped 1:" not in text  # the status list says it, with the model name

@@ -1,0 +1,1 @@
+"""The two neurons: ``finetune-miner`` (neurons.miner) and ``finetune-validator`` (neurons.validator)."""
