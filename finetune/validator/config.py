@@ -165,7 +165,9 @@ def build_validator(args: argparse.Namespace, network: Network) -> Validator:
         network.chain, network.hub, store, tracker, ModelChecker(),
         schedule=schedule, min_age_blocks=args.min_model_age_blocks, max_store_bytes=max_store_bytes,
     )  # fmt: skip
-    cleaner = ModelCleaner(store, tracker, grace_s=args.grace_period_minutes * 60, max_bytes=max_store_bytes)
+    cleaner = ModelCleaner(
+        store, tracker, grace_s=args.grace_period_minutes * 60, max_bytes=max_store_bytes
+    )
     devices = [d.strip() for d in (args.device or default_device()).split(",") if d.strip()]
     evaluator = Evaluator(
         devices,
