@@ -43,16 +43,18 @@ def run_until_signalled(
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
     stop: threading.Event | None = None,
 ) -> bool:
-    """Run ``validator`` until ``max_steps`` steps ran or one of ``signals`` arrives; returns whether it
-    was stopped by a signal (or by ``stop`` being set). Must be called from the main thread (signal
+    """Run ``validator`` until ``max_steps`` steps ran, ``stop`` is set or one of ``signals`` arrives;
+    returns whether a signal stopped it. Must be called from the main thread (signal
     handlers can only be installed there); the previous handlers are restored on return."""
     if grace_s < 0:
         raise ValueError(f"grace_s must be >= 0, got {grace_s}")
     stop = stop or threading.Event()
     received: list[int] = []
+    signalled = threading.Event()
 
     def handle(signum: int, _: FrameType | None) -> None:
         received.append(signum)
+        signalled.set()
         stop.set()
 
     previous = {sig: signal.signal(sig, handle) for sig in signals}
@@ -61,11 +63,10 @@ def run_until_signalled(
     )
     try:
         loop.start()
-        while loop.is_alive() and not stop.is_set():
+        while loop.is_alive() and not signalled.is_set():
             loop.join(timeout=0.2)  # short waits: the handler runs between them
-        if stop.is_set():
-            names = ", ".join(signal.Signals(s).name for s in received) or "stop requested"
-            logger.info("stopping the validator (%s)", names)
+        if signalled.is_set():
+            logger.info("stopping the validator (%s)", ", ".join(signal.Signals(s).name for s in received))
             loop.join(timeout=grace_s)
             if loop.is_alive():
                 logger.warning("the current step is still running: stopping its evaluation workers")
@@ -73,4 +74,4 @@ def run_until_signalled(
         validator.evaluator.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return stop.is_set()
+    return signalled.is_set()

@@ -31,7 +31,6 @@ from finetune.data import DataSourceError, SampleSource, seed_from_block_hash
 from finetune.evaluation import EvalJob, EvalResult, Evaluator
 from finetune.rules import (
     Candidate,
-    SyncWindow,
     chain_weights,
     choose_models,
     consensus_start,
@@ -43,10 +42,11 @@ from finetune.rules import (
 from finetune.tokenization import load_tokenizer, tokenize_samples
 from finetune.validation import StepResult, score_step
 from finetune.validator.deadline import DeadlineSource
+from finetune.validator.loop import run_loop
+from finetune.validator.plan import StepPlan, by_hotkey, metadata_of, model_key, model_name
 from finetune.validator.records import ModelRow, Reporter, StepReport
 from finetune.validator.state import ValidatorState, remove_leftover_temp_files
 from model.cleaner import ModelCleaner
-from model.data import ModelMetadata
 from model.storage.chain.protocol import Chain, Metagraph
 from model.storage.disk.model_store import DiskModelStore
 from model.tracker import ModelRecord, ModelTracker
@@ -89,25 +89,6 @@ class ValidatorSettings:
     def __post_init__(self) -> None:
         if not self.sample_timeout_s > 0.0:
             raise ValueError(f"sample_timeout_s must be > 0, got {self.sample_timeout_s}")
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What a step evaluates, decided before anything is read or loaded."""
-
-    competition: Competition
-    window: SyncWindow
-    uid_of: dict[str, int]
-    members: dict[str, ModelRecord]
-    """The competition's registered models that passed the checks (eligible or waiting)."""
-    candidates: dict[str, Candidate]
-    """The members old enough for the window."""
-    chosen: list[str]
-    skipped: dict[str, str]
-    """Every member not evaluated, with the reason."""
-    consensus: dict[str, float]
-    elsewhere: set[str]
-    """Hotkeys whose model is in another active competition."""
 
 
 class Validator:
@@ -168,7 +149,7 @@ class Validator:
         result = score_step(
             [uid_of[hk] for hk in plan.chosen],
             {uid_of[hk]: results[hk].losses for hk in plan.chosen},
-            {uid_of[hk]: _metadata(plan.members[hk]).block for hk in plan.chosen},
+            {uid_of[hk]: metadata_of(plan.members[hk]).block for hk in plan.chosen},
             # identical weights count once, whatever other files (README, config keys) a copy changed
             {uid_of[hk]: plan.members[hk].weights_hash or plan.members[hk].model_hash for hk in plan.chosen},
             competition=competition,
@@ -192,7 +173,7 @@ class Validator:
         self._report(report)
         return report
 
-    def _plan(self) -> _Plan | None:
+    def _plan(self) -> StepPlan | None:
         """This step's competition, window and models (the rules of :mod:`finetune.rules`); ``None``
         when no competition is active."""
         finalized = self.chain.finalized_block()
@@ -205,11 +186,13 @@ class Validator:
         window = sync_window(finalized, competition)
         uid_of = {hk: int(uid) for hk, uid in zip(metagraph.hotkeys, metagraph.uids, strict=True)}
         members = {hk: r for hk, r in self.tracker.models_for(competition.id).items() if hk in uid_of}
-        ready, waiting = split_eligible({hk: _metadata(r).block for hk, r in members.items()}, window)
-        consensus = _by_hotkey(metagraph, metagraph.consensus)
-        incentive = _by_hotkey(metagraph, metagraph.incentive)
+        ready, waiting = split_eligible({hk: metadata_of(r).block for hk, r in members.items()}, window)
+        consensus = by_hotkey(metagraph, metagraph.consensus)
+        incentive = by_hotkey(metagraph, metagraph.incentive)
         candidates = {
-            hk: Candidate(_metadata(members[hk]).block, _model_key(members[hk]), consensus[hk], incentive[hk])
+            hk: Candidate(
+                metadata_of(members[hk]).block, model_key(members[hk]), consensus[hk], incentive[hk]
+            )
             for hk in ready
         }
         chosen, skipped = choose_models(
@@ -219,7 +202,7 @@ class Validator:
         )  # fmt: skip
         chosen = self._verify_before_eval(chosen, skipped)
         others = {hk for c in competitions if c.id != competition.id for hk in self.tracker.models_for(c.id)}
-        return _Plan(
+        return StepPlan(
             competition,
             window,
             uid_of,
@@ -232,7 +215,7 @@ class Validator:
         )
 
     def _record(
-        self, plan: _Plan, results: dict[str, EvalResult], result: StepResult
+        self, plan: StepPlan, results: dict[str, EvalResult], result: StepResult
     ) -> tuple[ModelRow, ...]:
         """Fold a step into the state (scores, kept, evaluated) and the tracker; the report's rows."""
         competition, uid_of = plan.competition, plan.uid_of
@@ -293,7 +276,7 @@ class Validator:
         members: dict[str, ModelRecord],
         samples: list[tuple[Any, int]],
     ) -> dict[str, EvalResult]:
-        jobs = [EvalJob(hk, self.store.model_dir(hk, _metadata(members[hk]).id)) for hk in chosen]
+        jobs = [EvalJob(hk, self.store.model_dir(hk, metadata_of(members[hk]).id)) for hk in chosen]
         with Progress(
             *Progress.get_default_columns(), TextColumn("{task.fields[last]}"), transient=True
         ) as progress:
@@ -312,8 +295,8 @@ class Validator:
         return ModelRow(
             uid=uid,
             hotkey=hotkey,
-            model=_model_name(record),
-            block=_metadata(record).block,
+            model=model_name(record),
+            block=metadata_of(record).block,
             mean_loss=float(np.mean(finite)) if finite else math.inf,
             win_rate=result.win_rate.get(uid, 0.0),
             ci=result.ci.get(uid, (0.0, 0.0)),
@@ -369,7 +352,7 @@ class Validator:
                 members={c.id: sorted(set(self.tracker.models_for(c.id)) & registered) for c in competitions},
                 reward_shares={c.id: c.reward_share for c in competitions},
                 scored=self.state.scored_competitions,
-                consensus=_by_hotkey(metagraph, metagraph.consensus),
+                consensus=by_hotkey(metagraph, metagraph.consensus),
             )  # fmt: skip
         weights = chain_weights(metagraph.hotkeys, targets, min_nonzero=min_nonzero)
         return [int(uid) for uid in metagraph.uids], weights
@@ -402,84 +385,5 @@ class Validator:
 
     def run(self, *, stop: threading.Event | None = None, max_steps: int | None = None) -> None:
         """Step until ``stop`` is set (or ``max_steps`` steps ran), with syncing and weight setting on
-        their own threads."""
-        stop = stop or threading.Event()
-        # the first chain call from one thread: the SDK sets up its connection on first use
-        self._guarded(self.chain.current_block)
-        weights = threading.Thread(
-            target=self._every,
-            args=(stop, self.settings.weights_check_interval_s, self.maybe_set_weights),
-            name="weights",
-            daemon=True,
-        )
-        weights.start()  # first, so a restarted validator keeps setting weights while it syncs
-        self._guarded(self.sync_models)  # the first step needs the models on disk
-        sync = threading.Thread(
-            target=self._every,
-            args=(stop, self.settings.sync_interval_s, self.sync_models, self.settings.sync_interval_s),
-            name="model-sync",
-            daemon=True,
-        )
-        sync.start()
-        threads = [weights, sync]
-        steps = 0
-        try:
-            while not stop.is_set() and (max_steps is None or steps < max_steps):
-                report = None
-                try:
-                    report = self.step()
-                except FinetuneError as exc:
-                    logger.warning("step failed: %s", exc)
-                except Exception:  # a bug or an unexpected library error must not stop validation
-                    logger.exception("step failed unexpectedly")
-                steps += 1
-                # nothing evaluated (no models yet, data source down): no point in spinning
-                stop.wait(self.settings.step_pause_s if report is not None else self.settings.idle_pause_s)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
-
-    @classmethod
-    def _every(
-        cls, stop: threading.Event, interval_s: float, work: Callable[[], object], delay_s: float = 0.0
-    ) -> None:
-        stop.wait(delay_s)
-        while not stop.is_set():
-            cls._guarded(work)
-            stop.wait(interval_s)
-
-    @staticmethod
-    def _guarded(work: Callable[[], object]) -> None:
-        """Run background ``work``; no failure of it may end its thread."""
-        name = getattr(work, "__name__", "background work")
-        try:
-            work()
-        except FinetuneError as exc:
-            logger.warning("%s failed: %s", name, exc)
-        except Exception:  # the thread must outlive any single failure
-            logger.exception("%s failed unexpectedly", name)
-
-
-def _metadata(record: ModelRecord) -> ModelMetadata:
-    if record.metadata is None:  # models_for only returns parsed, checked models
-        raise ValueError(f"hotkey {record.hotkey} has no parsed commitment")
-    return record.metadata
-
-
-def _model_key(record: ModelRecord) -> str:
-    """What a hotkey's model is, for "evaluated already": its commitment and block."""
-    metadata = _metadata(record)
-    mid = metadata.id
-    return f"{mid.namespace}/{mid.name}@{mid.commit}:{mid.hash}:{mid.competition_id}#{metadata.block}"
-
-
-def _by_hotkey(metagraph: Metagraph, values: Any) -> dict[str, float]:
-    return {hk: float(v) for hk, v in zip(metagraph.hotkeys, values, strict=True)}
-
-
-def _model_name(record: ModelRecord) -> str:
-    if record.metadata is None:
-        return "?"
-    model_id = record.metadata.id
-    return f"{model_id.repo_id}@{(model_id.commit or '?')[:8]}"
+        their own threads (:func:`finetune.validator.loop.run_loop`)."""
+        run_loop(self, stop=stop, max_steps=max_steps)
