@@ -12,9 +12,11 @@ step applies them:
 3. :func:`choose_models`: the kept models of the last step, the best by score, then models this
    validator has not evaluated yet, consensus leaders first.
 4. ``score_step`` (in :mod:`finetune.validation`): this step's weights.
-5. :func:`consensus_start` and :func:`step_scores`: a competition's first scored step starts its moving
-   average from the chain's consensus; each scored step moves the competition's scores towards its
-   weights (those not evaluated towards 0); a step where nothing scored changes nothing.
+5. :func:`consensus_start` and :func:`window_scores` (:func:`step_scores` once per window): a
+   competition's first scored step starts its moving average from the chain's consensus; the average
+   moves once per sync window, towards the weights of the window's latest step (those not evaluated
+   towards 0), so a validator stepping twice in a window agrees with one stepping once; a step where
+   nothing scored changes nothing.
 6. :func:`weight_targets` and :func:`chain_weights`: what is sent to the chain, with a competition not
    yet scored by this validator following consensus, and enough non-zero entries for the chain.
 """
@@ -41,6 +43,7 @@ __all__ = [
     "step_scores",
     "sync_window",
     "weight_targets",
+    "window_scores",
 ]
 
 U16_MAX = 65535
@@ -194,6 +197,44 @@ def step_scores(
     result = dict(scores)
     result.update({hk: float(s) for hk, s in zip(moving, updated, strict=True)})
     return result
+
+
+WindowStart = tuple[int, dict[str, float]]
+"""A competition's (sync block, scores before its first scored step in that window)."""
+
+
+def window_scores(
+    scores: Mapping[str, float],
+    step_weights: Mapping[str, float],
+    *,
+    window_start: WindowStart | None,
+    sync_block: int,
+    members: Collection[str],
+    elsewhere: Collection[str] = (),
+    changed: Collection[str] = (),
+    alpha: float = ALPHA,
+) -> tuple[dict[str, float], WindowStart | None]:
+    """(every hotkey's score, the competition's window start) after one of its steps.
+
+    The moving average advances once per sync window: the first scored step of a window records the
+    scores it starts from, and every later step of that window recomputes :func:`step_scores` from
+    them, so its weights replace the earlier step's instead of adding a second move. Validators that
+    step once or several times in a window (same samples, same models) end with the same scores.
+    Hotkeys the step does not move (``elsewhere``, ``changed``) keep their current score. A step where
+    nothing scored changes nothing, not even the window start.
+    """
+    if not any(w > 0.0 for w in step_weights.values()):
+        return dict(scores), window_start
+    if window_start is None or window_start[0] != sync_block:
+        window_start = (sync_block, dict(scores))
+    start = window_start[1]
+    moved = step_scores(
+        start, step_weights, members=members, elsewhere=elsewhere, changed=changed, alpha=alpha
+    )
+    touched = (set(members) | set(start)) - set(elsewhere) - set(changed)
+    result = dict(scores)
+    result.update({hk: moved[hk] for hk in touched})
+    return result, window_start
 
 
 # ---- 6. weights for the chain ------------------------------------------------------------------------

@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-"""Version 1 had no ``evaluated`` nor ``scored_competitions``: read as empty (every model is evaluated
-once more) and as the competitions of its reports."""
+"""Version 1 had no ``evaluated``, ``scored_competitions`` nor ``window_start``: read as empty (every
+model is evaluated once more), as the competitions of its reports, and as empty."""
 MAX_HISTORY = 50
 
 T = TypeVar("T")
@@ -46,6 +46,9 @@ class ValidatorState:
     evaluated it: a hotkey absent here, or with another model now, is new to this validator."""
     scored_competitions: list[str] = field(default_factory=list)
     """Competitions with at least one scored step: the others' weights follow the chain's consensus."""
+    window_start: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
+    """Per competition, its current sync block and the scores before its first scored step there
+    (:func:`finetune.rules.window_scores`: the moving average moves once per window)."""
     last_weights_block: int | None = None
     last_weights: dict[int, float] = field(default_factory=dict)
     """The weights last sent to the chain, by uid (what the chain should now hold for us)."""
@@ -72,6 +75,9 @@ class ValidatorState:
             "kept": self.kept,
             "evaluated": self.evaluated,
             "scored_competitions": list(self.scored_competitions),
+            "window_start": {
+                c: {"sync_block": block, "scores": scores} for c, (block, scores) in self.window_start.items()
+            },
             "last_weights_block": self.last_weights_block,
             "last_weights": {str(uid): w for uid, w in self.last_weights.items()},
             "history": [r.to_json() for r in self.history],
@@ -165,6 +171,12 @@ def _uid_weight(key: str, value: object) -> float:
     return _number(value)
 
 
+def _window(_: str, value: object) -> tuple[int, dict[str, float]]:
+    if not isinstance(value, dict) or not isinstance(value.get("scores"), dict):
+        raise ValueError(f"{value!r} is not a window start")
+    return _count(value["sync_block"]), {str(k): _number(v) for k, v in value["scores"].items()}
+
+
 def _parse(data: dict[str, Any], where: str) -> ValidatorState:
     state = ValidatorState()
     try:
@@ -179,6 +191,7 @@ def _parse(data: dict[str, Any], where: str) -> ValidatorState:
     state.scores = _entries(data.get("scores"), "score", where, lambda _, v: _number(v))
     state.kept = _entries(data.get("kept"), "kept", where, _hotkeys)
     state.evaluated = _entries(data.get("evaluated"), "evaluated", where, _text)
+    state.window_start = _entries(data.get("window_start"), "window start", where, _window)
     state.last_weights = {
         int(uid): w for uid, w in _entries(data.get("last_weights"), "weight", where, _uid_weight).items()
     }

@@ -35,9 +35,9 @@ from finetune.rules import (
     choose_models,
     consensus_start,
     split_eligible,
-    step_scores,
     sync_window,
     weight_targets,
+    window_scores,
 )
 from finetune.tokenization import load_tokenizer, tokenize_samples
 from finetune.validation import StepResult, score_step
@@ -231,10 +231,13 @@ class Validator:
         if first:  # a competition's moving average starts from the chain's consensus (the seed's rule)
             base = {**base, **consensus_start(plan.consensus, plan.members, competition.reward_share)}
         if any(w > 0.0 for w in step_weights.values()):
-            self.state.scores = step_scores(
-                base, step_weights, members=plan.members, elsewhere=plan.elsewhere, changed=changed,
-                alpha=self.settings.alpha,
+            self.state.scores, start = window_scores(
+                base, step_weights, window_start=self.state.window_start.get(competition.id),
+                sync_block=plan.window.sync_block, members=plan.members, elsewhere=plan.elsewhere,
+                changed=changed, alpha=self.settings.alpha,
             )  # fmt: skip
+            if start is not None:
+                self.state.window_start[competition.id] = start
             if first:
                 self.state.scored_competitions.append(competition.id)
             for hotkey in step_weights:

@@ -15,6 +15,7 @@ from finetune.rules import (
     step_scores,
     sync_window,
     weight_targets,
+    window_scores,
 )
 
 
@@ -83,6 +84,37 @@ def test_a_step_where_nothing_scored_changes_nothing() -> None:
     scores = {"a": 0.5, "b": 0.3}
     assert step_scores(scores, {"a": 0.0, "b": 0.0}, members={"a", "b"}) == scores
     assert step_scores(scores, {}, members={"a", "b"}) == scores
+
+
+def test_the_moving_average_moves_once_per_window() -> None:
+    start = {"a": 0.5, "b": 0.5, "other": 0.4}
+    once, window = window_scores(
+        start, {"a": 0.9, "b": 0.1}, window_start=None, sync_block=100, members={"a", "b"},
+        elsewhere={"other"}, alpha=0.5,
+    )  # fmt: skip
+    assert once == pytest.approx({"a": 0.7, "b": 0.3, "other": 0.4})
+    assert window == (100, start)
+    # the same window again (another step, or the same results): the latest step's weights replace
+    # the earlier ones instead of moving a second time; another competition's change is kept
+    later = {**once, "other": 0.1}
+    again, same = window_scores(
+        later, {"a": 0.2, "b": 0.8}, window_start=window, sync_block=100, members={"a", "b"},
+        elsewhere={"other"}, alpha=0.5,
+    )  # fmt: skip
+    assert again == pytest.approx({"a": 0.35, "b": 0.65, "other": 0.1}) and same == window
+    repeat, _ = window_scores(
+        once, {"a": 0.9, "b": 0.1}, window_start=window, sync_block=100, members={"a", "b"},
+        elsewhere={"other"}, alpha=0.5,
+    )  # fmt: skip
+    assert repeat == pytest.approx(once)
+    # the next window starts from the scores it finds
+    nxt, moved = window_scores(
+        once, {"a": 0.9, "b": 0.1}, window_start=window, sync_block=105, members={"a", "b"},
+        elsewhere={"other"}, alpha=0.5,
+    )  # fmt: skip
+    assert moved == (105, once) and nxt["a"] == pytest.approx(0.8)
+    # nothing scored: nothing changes, not even the window start
+    assert window_scores(once, {"a": 0.0}, window_start=None, sync_block=110, members={"a"}) == (once, None)
 
 
 def test_consensus_start_rescales_the_members_consensus_to_the_share() -> None:

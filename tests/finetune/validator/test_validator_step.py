@@ -91,6 +91,7 @@ def test_two_validators_in_one_sync_window_agree(net: LocalNet, tmp_path: Path) 
     try:
         one.sync_models()
         first = one.step()
+        assert one.step() is not None  # a second step in the window: the same result, no second move
         net.chain.advance(LOCAL.sync_interval_blocks - 1)  # a later block, still in the same window
         two.sync_models()
         second = two.step()
@@ -102,8 +103,9 @@ def test_two_validators_in_one_sync_window_agree(net: LocalNet, tmp_path: Path) 
         assert {r.hotkey: r.losses for r in first.rows} == {r.hotkey: r.losses for r in second.rows}
         assert {r.hotkey: r.weight for r in first.rows} == {r.hotkey: r.weight for r in second.rows}
         metagraph = net.chain.metagraph()
-        assert one.weights_to_set(metagraph) == two.weights_to_set(metagraph)
-        assert any(one.weights_to_set(metagraph)[1])
+        assert one.state.scores == pytest.approx(two.state.scores)
+        (uids_one, weights_one), (uids_two, weights_two) = (v.weights_to_set(metagraph) for v in (one, two))
+        assert uids_one == uids_two and weights_one == pytest.approx(weights_two) and any(weights_one)
 
         net.next_window()  # the next window: other samples, so other losses
         third = one.step()
