@@ -3,6 +3,7 @@ the tracker's records and the metagraph that the step uses."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,11 @@ def model_key(record: ModelRecord) -> str:
 
 
 def by_hotkey(metagraph: Metagraph, values: Any) -> dict[str, float]:
-    return {hk: float(v) for hk, v in zip(metagraph.hotkeys, values, strict=True)}
+    """A metagraph column by hotkey, a non-finite entry (NaN from the chain) read as 0."""
+    return {
+        hk: float(v) if math.isfinite(float(v)) else 0.0
+        for hk, v in zip(metagraph.hotkeys, values, strict=True)
+    }
 
 
 def model_name(record: ModelRecord) -> str:
