@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import bittensor as bt
 import pytest
 from bittensor.intents.weights import normalize as sdk_u16
 
@@ -17,6 +19,9 @@ from finetune.rules import (
     weight_targets,
     window_scores,
 )
+from model.storage.chain.bittensor_chain import BittensorChain
+from tests.fakes.fake_substrate import FakeSubstrate
+from utilities.errors import ChainError
 
 
 # ---- sync window ------------------------------------------------------------------------------------
@@ -165,3 +170,36 @@ def test_chain_weights_survive_the_sdks_quantization_with_min_allowed_entries(mi
         assert 9 in uids  # the largest target below the floor is raised first, then uid order
     floor = sorted(weights)[-3] if min_allowed >= 3 else 0.0
     assert floor <= weights[3] / 65535 * 1.0000001
+
+
+def test_the_sdk_accepts_chain_weights_where_it_refuses_plain_normalized_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the real SDK boundary (``bt.Subtensor`` over the fake substrate) with MinAllowedWeights 8."""
+    monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "token_symbols.json"))  # not in $HOME
+    netuid = 9
+    wallet = bt.Wallet("cold", "hot", path=str(tmp_path / "wallets"))
+    wallet.regenerate_coldkey(seed="0x" + "11" * 32, use_password=False, overwrite=True, suppress=True)
+    wallet.regenerate_hotkey(seed="0x" + "22" * 32, use_password=False, overwrite=True, suppress=True)
+    fake = FakeSubstrate(block=5000)
+    fake.register(netuid, wallet.hotkey.ss58_address, 0)
+    fake.set_storage("SubtensorModule", "CommitRevealWeightsEnabled", [netuid], False)
+    fake.set_storage("SubtensorModule", "MaxWeightsLimit", [netuid], 65535)
+    fake.set_storage("SubtensorModule", "SubnetEpochConsensus", [netuid], "Yuma")
+    fake.set_storage("SubtensorModule", "MinAllowedWeights", [netuid], 8)
+    subtensor = bt.Subtensor("test", substrate=fake)
+    try:
+        chain = BittensorChain(
+            subtensor, netuid=netuid, wallet=wallet, timeout_s=5.0, attempts=1, wait_s=0.01
+        )
+        hotkeys = [f"hk{i}" for i in range(20)]
+        targets = {"hk3": 0.8, "hk7": 0.2}
+        plain = [targets.get(hk, 0.0) for hk in hotkeys]
+        with pytest.raises(ChainError, match="at least 8"):
+            chain.set_weights(list(range(20)), plain, version_key=1)
+        assert fake.submissions == []
+        chain.set_weights(list(range(20)), chain_weights(hotkeys, targets, min_nonzero=8), version_key=1)
+        (sent,) = fake.submissions
+        assert len(sent.call.params["dests"]) == 8 and max(sent.call.params["weights"]) == 65535
+    finally:
+        subtensor.close()
