@@ -189,3 +189,21 @@ def test_sigterm_stops_the_validator_within_seconds(tmp_path: Path, hang: str) -
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
     json.loads((tmp_path / "state" / "tracker.json").read_text())  # whole, written atomically
+
+
+def test_the_state_round_trips_and_reads_version_1(tmp_path: Path) -> None:
+    state = ValidatorState(
+        step=4, scores={"a": 0.5}, kept={"local": ["a"]}, evaluated={"a": "ns/m@c:h:local#3"},
+        scored_competitions=["local"], window_start={"local": (10, {"a": 0.25})}, last_weights_block=7,
+        last_weights={1: 1.0},
+    )  # fmt: skip
+    state.save(tmp_path / "s.json")
+    assert ValidatorState.load(tmp_path / "s.json") == state
+    old = state.to_json() | {"version": 1}
+    for key in ("evaluated", "scored_competitions", "window_start"):
+        del old[key]
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    loaded = ValidatorState.load(tmp_path / "v1.json")
+    assert (loaded.scores, loaded.evaluated, loaded.window_start) == ({"a": 0.5}, {}, {})
+    (tmp_path / "v9.json").write_text(json.dumps(state.to_json() | {"version": 9}))
+    assert ValidatorState.load(tmp_path / "v9.json") == ValidatorState()
