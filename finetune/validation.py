@@ -308,7 +308,8 @@ def _any_finite(losses: Sequence[float]) -> bool:
 @dataclass(frozen=True)
 class StepResult:
     """One competition's scoring step. ``wins``, ``win_rate``, ``epsilon`` and ``ci`` cover the kept
-    uids only; ``weights`` covers every uid (duplicates and models with no finite loss 0.0) and sums to
+    uids only (a kept model with no finite loss took no part in the match: 0 wins, win rate 0, interval
+    (0, 0)); ``weights`` covers every uid (duplicates and models with no finite loss 0.0) and sums to
     the reward share when at least one model scored a sample (else to 0)."""
 
     kept: list[int]
@@ -337,27 +338,30 @@ def score_step(
     # 1. Identical content counts once: the earliest commit keeps the credit, copies get weight 0
     #    and take no part in the comparison (they would otherwise change everyone's match count).
     kept, duplicates = deduplicate(uids, model_hash_per_uid, uid_to_block)
-    # 2. Each model's advantage when it is the earlier one, from the competition's policy and its age.
+    # 2. A model with no finite loss (crashed, timed out, could not load) leaves the match, as in the
+    #    seed (an empty loss list): as an opponent that loses every sample it would lift every other
+    #    win rate towards 1 and flatten the softmax, so registering broken models would pay a weak
+    #    miner. A single inf sample of an otherwise scored model still counts as a lost sample.
+    scorable = [uid for uid in kept if _any_finite(losses_per_uid[uid])]
+    # 3. Each model's advantage when it is the earlier one, from the competition's policy and its age.
     epsilon = epsilon_for(kept, uid_to_block, current_block, competition.epsilon_policy)
-    # 3. Pairwise wins on every sample, and win rates; a bootstrap interval for the logs.
-    wins, win_rate = compute_wins(kept, losses_per_uid, uid_to_block, epsilon)
-    ci = bootstrap_win_rate_ci(kept, losses_per_uid, uid_to_block, epsilon, n_boot=n_boot, seed=seed)
-    # 4. Softmax of win rates within the competition, scaled to its reward share, over the models that
-    #    scored at least one sample: a model with no finite loss (crashed, timed out, no samples) earns
-    #    nothing, even alone or when every model failed.
-    scorable = {uid: rate for uid, rate in win_rate.items() if _any_finite(losses_per_uid[uid])}
+    # 4. Pairwise wins on every sample among the scorable models, and win rates; a bootstrap interval
+    #    for the logs. A model out of the match has 0 wins and win rate 0.
+    wins, win_rate = compute_wins(scorable, losses_per_uid, uid_to_block, epsilon)
+    ci = bootstrap_win_rate_ci(scorable, losses_per_uid, uid_to_block, epsilon, n_boot=n_boot, seed=seed)
+    # 5. Softmax of win rates within the competition, scaled to its reward share, over the scorable
+    #    models: one with no finite loss earns nothing, even alone or when every model failed.
     weights: dict[int, float] = {}
     if scorable:
         weights = competition_weights(
-            scorable, competition.reward_share, temperature=temperature, min_weight=min_weight
+            win_rate, competition.reward_share, temperature=temperature, min_weight=min_weight
         )
-    weights = {uid: weights.get(uid, 0.0) for uid in uids}
     return StepResult(
         kept=kept,
         duplicates=duplicates,
         epsilon=epsilon,
-        wins=wins,
-        win_rate=win_rate,
-        ci=ci,
-        weights={uid: weights[uid] for uid in uids},
+        wins={uid: wins.get(uid, 0) for uid in kept},
+        win_rate={uid: win_rate.get(uid, 0.0) for uid in kept},
+        ci={uid: ci.get(uid, (0.0, 0.0)) for uid in kept},
+        weights={uid: weights.get(uid, 0.0) for uid in uids},
     )

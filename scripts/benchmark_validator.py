@@ -53,6 +53,7 @@ def main() -> None:
             folder = save_tiny(root / "src" / f"m{i}", seed=i)
             net.publish(f"miner{i}", folder)
         publish_s = time.perf_counter() - started
+        net.ripen()  # every model old enough for the local competition's sync window
         validator = net.validator(
             max_downloads=args.miners,  # one full pass, for the measurement
             samples_per_step=args.samples,

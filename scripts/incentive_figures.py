@@ -6,8 +6,11 @@
    until the scores settle: the copier's share of the incumbent's weight.
 2. A clearly better model (trained longer) is published: how many steps until its score passes the
    incumbent's (the moving average, alpha 0.9, decides how fast).
-3. A second validator with its own state evaluates at the same block: the largest difference between
-   the two validators' weights.
+3. A second validator with its own state evaluates later in the same sync window: the largest
+   difference between the two validators' step weights.
+
+Each newly published model is first made old enough for the local competition's sync window
+(``LocalNet.ripen``). ``python scripts/winner_growth.py`` computes figure 2's growth from the rules alone.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def main() -> None:
         net.publish("incumbent", incumbent)
         net.chain.advance(1)
         net.publish("copier", incumbent)
+        net.ripen()
         validator = net.validator(samples_per_step=args.samples)
         try:
             validator.sync_models()
@@ -73,6 +77,7 @@ def main() -> None:
 
             net.chain.advance(1)
             net.publish("better", better)
+            net.ripen()
             validator.sync_models()
             steps = 0
             while steps < args.max_steps:
@@ -92,7 +97,10 @@ def main() -> None:
             mine = {r.hotkey: r.weight for r in first_report.rows}
             theirs = {r.hotkey: r.weight for r in second_report.rows}
             diff = max(abs(mine[h] - theirs.get(h, 0.0)) for h in mine)
-            print(f"3. two validators at block {first_report.block}: max |weight difference| {diff:.3g}")
+            print(
+                f"3. two validators in the window of block {first_report.block}:"
+                f" max |weight difference| {diff:.3g}"
+            )
         finally:
             validator.evaluator.close()
         shutil.rmtree(root / "src", ignore_errors=True)

@@ -1,10 +1,12 @@
 """The validator's loop (design.md §5), as a class whose steps tests can drive one at a time.
 
-- :meth:`Validator.step`: one competition (round robin), fresh samples seeded by the block hash,
-  losses of the kept models plus a few new ones, the mechanism (:func:`finetune.validation.score_step`),
-  the moving average, the tracker, the state file, the reports.
+- :meth:`Validator.step`: one competition (round robin), samples seeded by the hash of its sync block,
+  the models the step's rules choose (:mod:`finetune.rules`), the mechanism
+  (:func:`finetune.validation.score_step`), the moving average, the tracker, the state file, the
+  reports. The rules are pure functions; this class only reads, evaluates, writes and reports.
 - :meth:`Validator.sync_models`: the updater over every hotkey, then the cleaner.
-- :meth:`Validator.maybe_set_weights`: every ``blocks_per_epoch`` blocks, the normalized scores.
+- :meth:`Validator.maybe_set_weights`: every ``blocks_per_epoch`` blocks, the weights of
+  :func:`finetune.rules.chain_weights`.
 - :meth:`Validator.run`: the step loop, with syncing and weight setting on their own threads so that
   a slow step never delays weights.
 """
@@ -27,12 +29,24 @@ from constants import ALPHA, BLOCKS_PER_EPOCH, SAMPLES_PER_STEP, SPEC_VERSION, T
 from constants.competitions import MAINNET_SCHEDULE, Competition, ScheduleEntry, competitions_at
 from finetune.data import DataSourceError, SampleSource, seed_from_block_hash
 from finetune.evaluation import EvalJob, EvalResult, Evaluator
+from finetune.rules import (
+    Candidate,
+    chain_weights,
+    choose_models,
+    consensus_start,
+    split_eligible,
+    sync_window,
+    weight_targets,
+    window_scores,
+)
 from finetune.tokenization import load_tokenizer, tokenize_samples
-from finetune.validation import StepResult, score_step, update_scores
+from finetune.validation import StepResult, score_step
+from finetune.validator.deadline import DeadlineSource
+from finetune.validator.loop import run_loop
+from finetune.validator.plan import StepPlan, by_hotkey, metadata_of, model_key, model_name
 from finetune.validator.records import ModelRow, Reporter, StepReport
-from finetune.validator.state import ValidatorState
+from finetune.validator.state import ValidatorState, remove_leftover_temp_files
 from model.cleaner import ModelCleaner
-from model.data import ModelMetadata
 from model.storage.chain.protocol import Chain, Metagraph
 from model.storage.disk.model_store import DiskModelStore
 from model.tracker import ModelRecord, ModelTracker
@@ -60,6 +74,8 @@ class ValidatorSettings:
     step_pause_s: float = 1.0
     idle_pause_s: float = 10.0
     """Pause after a step that evaluated nothing."""
+    sample_timeout_s: float = 600.0
+    """Deadline of one draw of samples: a data source that hangs skips the step (with a warning)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -69,6 +85,10 @@ class ValidatorSettings:
     @property
     def tracker_file(self) -> Path:
         return self.state_dir / "tracker.json"
+
+    def __post_init__(self) -> None:
+        if not self.sample_timeout_s > 0.0:
+            raise ValueError(f"sample_timeout_s must be > 0, got {self.sample_timeout_s}")
 
 
 class Validator:
@@ -86,7 +106,9 @@ class Validator:
         reporters: Sequence[Reporter] = (),
         tokenizer_loader: Callable[[Competition], Any] = load_tokenizer,
     ) -> None:
-        self.chain, self.source, self.evaluator = chain, source, evaluator
+        self.chain, self.evaluator = chain, evaluator
+        self.source = DeadlineSource(source, timeout_s=settings.sample_timeout_s)
+        """Every draw has a deadline: a hanging data source skips the step (issue 12.8)."""
         self.store, self.tracker, self.updater, self.cleaner = store, tracker, updater, cleaner
         self.settings = settings
         self.reporters = list(reporters)
@@ -94,99 +116,179 @@ class Validator:
         self._tokenizers: dict[str, Any] = {}
         self._lock = threading.RLock()
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftover_temp_files(settings.state_dir, [settings.state_file.name, settings.tracker_file.name])
         self.state = ValidatorState.load(settings.state_file)
 
     # ---- one step --------------------------------------------------------------------------------
     def step(self) -> StepReport | None:
         """Evaluate one competition; returns the report, or ``None`` when the step was skipped."""
         started = time.monotonic()
-        block = self.chain.current_block()
-        metagraph = self.chain.metagraph()
-        competitions = competitions_at(block, schedule=self.settings.schedule)
-        if not competitions:
-            logger.warning("no competition is active at block %d", block)
+        plan = self._plan()
+        if plan is None:
             return None
-        competition = competitions[self.state.step % len(competitions)]
-        uid_of = {hk: int(uid) for hk, uid in zip(metagraph.hotkeys, metagraph.uids, strict=True)}
-        candidates = {hk: r for hk, r in self.tracker.models_for(competition.id).items() if hk in uid_of}
-        chosen = self._choose(competition.id, candidates, metagraph)
-        if not chosen:
-            logger.info("step %d: no model to evaluate in competition %s", self.state.step, competition.id)
+        if not plan.chosen:
+            logger.info(
+                "step %d: no model to evaluate in competition %s (%d waiting for sync block %d)",
+                self.state.step, plan.competition.id,
+                sum(r.startswith("waiting") for r in plan.skipped.values()), plan.window.sync_block,
+            )  # fmt: skip
             self._finish(None)
             return None
-        seed = seed_from_block_hash(self.chain.block_hash(block))
+        seed = seed_from_block_hash(self.chain.block_hash(plan.window.sync_block))
         try:
             raw = self.source.sample(self.settings.samples_per_step, seed=seed)
         except DataSourceError as exc:
             logger.warning("step %d skipped: the data source failed: %s", self.state.step, exc)
             return None
+        competition = plan.competition
         samples = tokenize_samples(
             self._tokenizer(competition), raw, sequence_length=competition.sequence_length
         )
-        jobs = [EvalJob(hk, self.store.model_dir(hk, _metadata(candidates[hk]).id)) for hk in chosen]
-        with Progress(
-            *Progress.get_default_columns(), TextColumn("{task.fields[last]}"), transient=True
-        ) as progress:
-            task = progress.add_task(f"evaluating {competition.id}", total=len(jobs), last="")
-            results = self.evaluator.evaluate(
-                jobs,
-                [(ids[0].tolist(), p) for ids, p in samples],
-                on_result=lambda r: progress.update(task, advance=1, last=f"{r.key} {r.seconds:.1f} s"),
-            )
-        uids = [uid_of[hk] for hk in chosen]
+        results = self._evaluate(competition.id, plan.chosen, plan.members, samples)
+        uid_of = plan.uid_of
         result = score_step(
-            uids,
-            {uid_of[hk]: results[hk].losses for hk in chosen},
-            {uid_of[hk]: _metadata(candidates[hk]).block for hk in chosen},
+            [uid_of[hk] for hk in plan.chosen],
+            {uid_of[hk]: results[hk].losses for hk in plan.chosen},
+            {uid_of[hk]: metadata_of(plan.members[hk]).block for hk in plan.chosen},
             # identical weights count once, whatever other files (README, config keys) a copy changed
-            {uid_of[hk]: candidates[hk].weights_hash or candidates[hk].model_hash for hk in chosen},
+            {uid_of[hk]: plan.members[hk].weights_hash or plan.members[hk].model_hash for hk in plan.chosen},
             competition=competition,
-            current_block=block,
+            current_block=plan.window.sync_block,  # epsilon ages from the sync block: the same everywhere
             temperature=self.settings.temperature,
             seed=seed,
         )
-        others = [c.id for c in competitions if c.id != competition.id]
-        elsewhere = {hk for other in others for hk in self.tracker.models_for(other)}
-        # a hotkey whose model changed while this step ran (the sync thread): its result belongs to
-        # the old model, so it neither earns nor decays now, and the new model keeps a clean history
-        current = self.tracker.records()
-        changed = {
-            hk for hk in chosen if hk not in current or current[hk].metadata != candidates[hk].metadata
-        }
-        scored = [hk for hk in chosen if hk not in changed]
-        anything_scored = any(math.isfinite(x) for hk in chosen for x in results[hk].losses)
         with self._lock:
-            if anything_scored:
-                # this competition's models, and any scored hotkey whose model is in no competition now
-                # (rejected, evicted, withdrawn), decay towards their weight in this step (0 if absent)
-                members = (set(candidates) | set(self.state.scores)) - elsewhere - changed
-                self._update_scores(members, {hk: result.weights[uid_of[hk]] for hk in scored})
-            else:
-                logger.warning("step %d: no model scored any sample; scores unchanged", self.state.step)
-            ranked = sorted(result.kept, key=lambda uid: -result.win_rate[uid])
-            hotkey_of = {uid: hk for hk, uid in uid_of.items()}
-            self.state.kept[competition.id] = [hotkey_of[uid] for uid in ranked[: self.settings.sample_min]]
-            rows = tuple(self._row(hk, uid_of[hk], candidates[hk], results[hk], result) for hk in chosen)
-            for row in rows:
-                if row.hotkey in scored:
-                    self.tracker.record_evaluation(
-                        row.hotkey,
-                        {"step": self.state.step, "block": block, "competition": competition.id,
-                         "mean_loss": row.mean_loss, "win_rate": row.win_rate, "weight": row.weight},
-                    )  # fmt: skip
+            rows = self._record(plan, results, result)
             report = StepReport(
                 step=self.state.step,
-                block=block,
+                block=plan.window.sync_block,
                 competition_id=competition.id,
                 seed=seed,
                 n_samples=len(samples),
                 seconds=time.monotonic() - started,
                 rows=rows,
-                skipped={hk: "not kept from the last step" for hk in candidates if hk not in chosen},
+                skipped=plan.skipped,
             )
             self._finish(report)
         self._report(report)
         return report
+
+    def _plan(self) -> StepPlan | None:
+        """This step's competition, window and models (the rules of :mod:`finetune.rules`); ``None``
+        when no competition is active."""
+        finalized = self.chain.finalized_block()
+        metagraph = self.chain.metagraph()
+        competitions = competitions_at(finalized, schedule=self.settings.schedule)
+        if not competitions:
+            logger.warning("no competition is active at block %d", finalized)
+            return None
+        competition = competitions[self.state.step % len(competitions)]
+        window = sync_window(finalized, competition)
+        uid_of = {hk: int(uid) for hk, uid in zip(metagraph.hotkeys, metagraph.uids, strict=True)}
+        members = {hk: r for hk, r in self.tracker.models_for(competition.id).items() if hk in uid_of}
+        ready, waiting = split_eligible({hk: metadata_of(r).block for hk, r in members.items()}, window)
+        consensus = by_hotkey(metagraph, metagraph.consensus)
+        incentive = by_hotkey(metagraph, metagraph.incentive)
+        candidates = {
+            hk: Candidate(
+                metadata_of(members[hk]).block, model_key(members[hk]), consensus[hk], incentive[hk]
+            )
+            for hk in ready
+        }
+        chosen, skipped = choose_models(
+            candidates, kept=self.state.kept.get(competition.id, []), scores=self.state.scores,
+            evaluated=self.state.evaluated, sample_min=self.settings.sample_min,
+            max_new=self.settings.max_new_per_step,
+        )  # fmt: skip
+        chosen = self._verify_before_eval(chosen, skipped)
+        others = {hk for c in competitions if c.id != competition.id for hk in self.tracker.models_for(c.id)}
+        return StepPlan(
+            competition,
+            window,
+            uid_of,
+            members,
+            candidates,
+            chosen,
+            {**skipped, **waiting},
+            consensus,
+            others,
+        )
+
+    def _record(
+        self, plan: StepPlan, results: dict[str, EvalResult], result: StepResult
+    ) -> tuple[ModelRow, ...]:
+        """Fold a step into the state (scores, kept, evaluated) and the tracker; the report's rows."""
+        competition, uid_of = plan.competition, plan.uid_of
+        # a hotkey whose model changed while this step ran (the sync thread): its result belongs to
+        # the old model, so it neither earns nor decays now, and the new model keeps a clean history
+        current = self.tracker.records()
+        changed = {
+            hk for hk in plan.chosen if hk not in current or current[hk].metadata != plan.members[hk].metadata
+        }
+        step_weights = {hk: result.weights[uid_of[hk]] for hk in plan.chosen if hk not in changed}
+        base = self.state.scores
+        first = competition.id not in self.state.scored_competitions
+        if first:  # a competition's moving average starts from the chain's consensus (the seed's rule)
+            base = {**base, **consensus_start(plan.consensus, plan.members, competition.reward_share)}
+        if any(w > 0.0 for w in step_weights.values()):
+            self.state.scores, start = window_scores(
+                base, step_weights, window_start=self.state.window_start.get(competition.id),
+                sync_block=plan.window.sync_block, members=plan.members, elsewhere=plan.elsewhere,
+                changed=changed, alpha=self.settings.alpha,
+            )  # fmt: skip
+            if start is not None:
+                self.state.window_start[competition.id] = start
+            if first:
+                self.state.scored_competitions.append(competition.id)
+            for hotkey in step_weights:
+                self.state.evaluated[hotkey] = plan.candidates[hotkey].model
+        else:
+            logger.warning("step %d: no model scored any sample; scores unchanged", self.state.step)
+        ranked = sorted(result.kept, key=lambda uid: -result.win_rate[uid])
+        hotkey_of = {uid: hk for hk, uid in uid_of.items()}
+        self.state.kept[competition.id] = [hotkey_of[uid] for uid in ranked[: self.settings.sample_min]]
+        rows = tuple(self._row(hk, uid_of[hk], plan.members[hk], results[hk], result) for hk in plan.chosen)
+        for row in rows:
+            if row.hotkey in step_weights:
+                self.tracker.record_evaluation(
+                    row.hotkey,
+                    {"step": self.state.step, "block": plan.window.sync_block, "competition": competition.id,
+                     "mean_loss": row.mean_loss, "win_rate": row.win_rate, "weight": row.weight},
+                )  # fmt: skip
+        return rows
+
+    def _verify_before_eval(self, chosen: list[str], skipped: dict[str, str]) -> list[str]:
+        """HOOK for the model store's self-check (issue 12.3): the chosen hotkeys whose stored model is
+        whole. ``ModelUpdater.verify_stored(hotkey) -> bool`` re-downloads a damaged folder and says
+        whether the model is usable now; until the updater has it, every chosen model is kept."""
+        verify: Callable[[str], bool] | None = getattr(self.updater, "verify_stored", None)
+        if verify is None:
+            return chosen
+        usable = []
+        for hotkey in chosen:
+            if verify(hotkey):
+                usable.append(hotkey)
+            else:
+                skipped[hotkey] = "not evaluated this step: its stored model is damaged (downloading again)"
+        return usable
+
+    def _evaluate(
+        self,
+        competition_id: str,
+        chosen: list[str],
+        members: dict[str, ModelRecord],
+        samples: list[tuple[Any, int]],
+    ) -> dict[str, EvalResult]:
+        jobs = [EvalJob(hk, self.store.model_dir(hk, metadata_of(members[hk]).id)) for hk in chosen]
+        with Progress(
+            *Progress.get_default_columns(), TextColumn("{task.fields[last]}"), transient=True
+        ) as progress:
+            task = progress.add_task(f"evaluating {competition_id}", total=len(jobs), last="")
+            return self.evaluator.evaluate(
+                jobs,
+                [(ids[0].tolist(), p) for ids, p in samples],
+                on_result=lambda r: progress.update(task, advance=1, last=f"{r.key} {r.seconds:.1f} s"),
+            )
 
     def _row(
         self, hotkey: str, uid: int, record: ModelRecord, evaluation: EvalResult, result: StepResult
@@ -196,8 +298,8 @@ class Validator:
         return ModelRow(
             uid=uid,
             hotkey=hotkey,
-            model=_model_name(record),
-            block=_metadata(record).block,
+            model=model_name(record),
+            block=metadata_of(record).block,
             mean_loss=float(np.mean(finite)) if finite else math.inf,
             win_rate=result.win_rate.get(uid, 0.0),
             ci=result.ci.get(uid, (0.0, 0.0)),
@@ -213,35 +315,6 @@ class Validator:
                 reporter.report(report, tuple(self.state.history))
             except Exception:  # a broken report must never stop validation
                 logger.exception("reporter %s failed", type(reporter).__name__)
-
-    def _choose(
-        self, competition_id: str, candidates: dict[str, ModelRecord], metagraph: Metagraph
-    ) -> list[str]:
-        """The kept models of the last step, the best by score (so one bad step, e.g. a worker crash,
-        does not drop a good model for good), then never-evaluated ones, highest chain incentive first
-        (a fresh validator starts from what the chain already ranks highest)."""
-        kept = [hk for hk in self.state.kept.get(competition_id, []) if hk in candidates]
-        by_score = sorted(
-            (hk for hk in candidates if self.state.scores.get(hk, 0.0) > 0.0),
-            key=lambda hk: -self.state.scores[hk],
-        )
-        for hotkey in by_score[: self.settings.sample_min]:
-            if hotkey not in kept:
-                kept.append(hotkey)
-        incentive = dict(zip(metagraph.hotkeys, metagraph.incentive, strict=True))
-        fresh = sorted(
-            (hk for hk, r in candidates.items() if hk not in kept and not r.evaluations),
-            key=lambda hk: (-incentive.get(hk, 0.0), _metadata(candidates[hk]).block, hk),
-        )
-        return kept + fresh[: self.settings.max_new_per_step]
-
-    def _update_scores(self, members: set[str], step_weights: dict[str, float]) -> None:
-        """Moving average over this competition's hotkeys; those not evaluated get 0 this step."""
-        hotkeys = sorted(members)
-        old = np.array([self.state.scores.get(hk, 0.0) for hk in hotkeys], dtype=np.float64)
-        new = np.array([step_weights.get(hk, 0.0) for hk in hotkeys], dtype=np.float64)
-        updated = update_scores(old, new, alpha=self.settings.alpha)
-        self.state.scores.update({hk: float(s) for hk, s in zip(hotkeys, updated, strict=True)})
 
     def _finish(self, report: StepReport | None) -> None:
         with self._lock:
@@ -270,6 +343,23 @@ class Validator:
             self.state.forget_missing(self.tracker.hotkeys())
             self.save()
 
+    def weights_to_set(self, metagraph: Metagraph, *, min_nonzero: int = 1) -> tuple[list[int], list[float]]:
+        """(uids, weights) for the chain: this validator's scores, a competition it has not scored yet
+        following the chain's consensus, at least ``min_nonzero`` entries non-zero (all zero: nothing
+        to set)."""
+        competitions = competitions_at(metagraph.block, schedule=self.settings.schedule)
+        registered = set(metagraph.hotkeys)
+        with self._lock:
+            targets = weight_targets(
+                self.state.scores,
+                members={c.id: sorted(set(self.tracker.models_for(c.id)) & registered) for c in competitions},
+                reward_shares={c.id: c.reward_share for c in competitions},
+                scored=self.state.scored_competitions,
+                consensus=by_hotkey(metagraph, metagraph.consensus),
+            )  # fmt: skip
+        weights = chain_weights(metagraph.hotkeys, targets, min_nonzero=min_nonzero)
+        return [int(uid) for uid in metagraph.uids], weights
+
     def maybe_set_weights(self) -> bool:
         """Set weights if ``blocks_per_epoch`` blocks passed since the last time; never raises for a
         chain failure (it is logged and retried at the next call)."""
@@ -281,8 +371,7 @@ class Validator:
             if last is not None and block - last < self.settings.blocks_per_epoch:
                 return False
             metagraph = self.chain.metagraph()
-            with self._lock:
-                uids, weights = self.state.weights_for(metagraph)
+            uids, weights = self.weights_to_set(metagraph, min_nonzero=self.chain.min_allowed_weights())
             if not any(weights):
                 logger.info("no scores yet: not setting weights at block %d", block)
                 return False
@@ -299,73 +388,5 @@ class Validator:
 
     def run(self, *, stop: threading.Event | None = None, max_steps: int | None = None) -> None:
         """Step until ``stop`` is set (or ``max_steps`` steps ran), with syncing and weight setting on
-        their own threads."""
-        stop = stop or threading.Event()
-        # the first chain call from one thread: the SDK sets up its connection on first use
-        self._guarded(self.chain.current_block)
-        weights = threading.Thread(
-            target=self._every,
-            args=(stop, self.settings.weights_check_interval_s, self.maybe_set_weights),
-            name="weights",
-            daemon=True,
-        )
-        weights.start()  # first, so a restarted validator keeps setting weights while it syncs
-        self._guarded(self.sync_models)  # the first step needs the models on disk
-        sync = threading.Thread(
-            target=self._every,
-            args=(stop, self.settings.sync_interval_s, self.sync_models, self.settings.sync_interval_s),
-            name="model-sync",
-            daemon=True,
-        )
-        sync.start()
-        threads = [weights, sync]
-        steps = 0
-        try:
-            while not stop.is_set() and (max_steps is None or steps < max_steps):
-                report = None
-                try:
-                    report = self.step()
-                except FinetuneError as exc:
-                    logger.warning("step failed: %s", exc)
-                except Exception:  # a bug or an unexpected library error must not stop validation
-                    logger.exception("step failed unexpectedly")
-                steps += 1
-                # nothing evaluated (no models yet, data source down): no point in spinning
-                stop.wait(self.settings.step_pause_s if report is not None else self.settings.idle_pause_s)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
-
-    @classmethod
-    def _every(
-        cls, stop: threading.Event, interval_s: float, work: Callable[[], object], delay_s: float = 0.0
-    ) -> None:
-        stop.wait(delay_s)
-        while not stop.is_set():
-            cls._guarded(work)
-            stop.wait(interval_s)
-
-    @staticmethod
-    def _guarded(work: Callable[[], object]) -> None:
-        """Run background ``work``; no failure of it may end its thread."""
-        name = getattr(work, "__name__", "background work")
-        try:
-            work()
-        except FinetuneError as exc:
-            logger.warning("%s failed: %s", name, exc)
-        except Exception:  # the thread must outlive any single failure
-            logger.exception("%s failed unexpectedly", name)
-
-
-def _metadata(record: ModelRecord) -> ModelMetadata:
-    if record.metadata is None:  # models_for only returns parsed, checked models
-        raise ValueError(f"hotkey {record.hotkey} has no parsed commitment")
-    return record.metadata
-
-
-def _model_name(record: ModelRecord) -> str:
-    if record.metadata is None:
-        return "?"
-    model_id = record.metadata.id
-    return f"{model_id.repo_id}@{(model_id.commit or '?')[:8]}"
+        their own threads (:func:`finetune.validator.loop.run_loop`)."""
+        run_loop(self, stop=stop, max_steps=max_steps)

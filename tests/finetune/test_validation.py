@@ -463,14 +463,17 @@ def test_score_step_composes_the_rules() -> None:
 
         kept, dropped = ref_deduplicate(uids, hashes, blocks)
         eps = {u: policy.epsilon(max(0, current - blocks[u])) for u in kept}
-        wins, rates = ref_compute_wins(kept, losses, blocks, eps)
+        # only models that scored at least one sample take part in the match and share the reward
+        playing = [u for u in kept if any(math.isfinite(x) for x in losses[u])]
+        wins, rates = ref_compute_wins(playing, losses, blocks, eps)
+        out = [u for u in kept if u not in playing]
         assert (result.kept, result.duplicates) == (kept, dropped)
         assert result.epsilon == pytest.approx(eps)
-        assert (result.wins, result.win_rate) == (wins, rates)
+        assert result.wins == {**wins, **dict.fromkeys(out, 0)}
+        assert result.win_rate == {**rates, **dict.fromkeys(out, 0.0)}
         assert result.ci.keys() == set(kept)
         assert list(result.weights) == uids
-        # only models that scored at least one sample share the reward
-        scorable = {u: r for u, r in rates.items() if any(math.isfinite(x) for x in losses[u])}
+        scorable = {u: rates[u] for u in playing}
         soft = ref_softmax(scorable, 0.08) if scorable else {}
         for u in uids:
             assert result.weights[u] == pytest.approx(soft[u] * 0.4 if u in soft else 0.0, rel=1e-12)
@@ -480,7 +483,7 @@ def test_score_step_composes_the_rules() -> None:
 def test_score_step_gives_nothing_to_models_without_a_finite_loss() -> None:
     inf, competition = math.inf, _competition(0.6, FixedEpsilon(0.01))
     lone = score_step([7], {7: [inf, inf]}, {7: 1}, {7: "a"}, competition=competition, current_block=5)
-    assert lone.win_rate == {7: 1.0} and lone.weights == {7: 0.0}
+    assert lone.win_rate == {7: 0.0} and lone.weights == {7: 0.0}
     failed = score_step(
         [1, 2], {1: [inf], 2: [math.nan]}, {1: 1, 2: 2}, {1: "a", 2: "b"}, competition=competition,
         current_block=5,
@@ -506,3 +509,30 @@ def test_score_step_copy_gets_nothing_and_does_not_dilute() -> None:
     assert result.win_rate == {2: 1.0, 3: 0.0}
     assert result.weights[2] > result.weights[3] > 0.0
     assert sum(result.weights.values()) == pytest.approx(1.0)
+
+
+def test_score_step_broken_models_leave_the_match() -> None:
+    """The issue's case: three scored models A > B > C on every sample, plus two that could not be
+    scored. Kept as inf opponents they lift B from 0.0019 to 0.042 of the weight (22x); out of the
+    match, every weight is exactly what it is without them."""
+    inf, competition = math.inf, _competition(1.0, FixedEpsilon(0.0))
+    losses: dict[int, list[float]] = {0: [1.0] * 4, 1: [2.0] * 4, 2: [3.0] * 4}
+    blocks = {0: 1, 1: 2, 2: 3}
+    hashes: dict[int, str | None] = {0: "a", 1: "b", 2: "c"}
+    alone = score_step([0, 1, 2], losses, blocks, hashes, competition=competition, current_block=9)
+    assert alone.weights[1] == pytest.approx(0.0019, abs=5e-5)
+    broken = {10: [inf] * 4, 11: [inf] * 4}
+    crowd = score_step(
+        [0, 1, 2, 10, 11], {**losses, **broken}, {**blocks, 10: 4, 11: 5}, {**hashes, 10: "x", 11: "y"},
+        competition=competition, current_block=9,
+    )  # fmt: skip
+    assert {uid: crowd.weights[uid] for uid in (0, 1, 2)} == alone.weights
+    assert crowd.weights[10] == crowd.weights[11] == 0.0
+    assert crowd.win_rate == {0: 1.0, 1: 0.5, 2: 0.0, 10: 0.0, 11: 0.0}
+    assert crowd.wins[10] == crowd.wins[11] == 0
+    # an inf sample of a scored model still counts as lost: B's inf on sample 0 loses it to C there
+    partial = score_step(
+        [0, 1, 2], {**losses, 1: [inf, 2.0, 2.0, 2.0]}, blocks, hashes, competition=competition,
+        current_block=9,
+    )  # fmt: skip
+    assert partial.wins == {0: 8, 1: 3, 2: 1}
