@@ -20,9 +20,9 @@ from finetune.checks import ModelChecker
 from finetune.data import SyntheticSource
 from finetune.mining import fresh_model
 from finetune.tokenization import load_tokenizer
-from finetune.training import TrainConfig, best_record_path, collate, response_loss, save_model, train
+from finetune.progress import MinerProgress
+from finetune.training import TrainConfig, save_model, train
 from utilities.errors import ConfigError, DataSourceError
-from utilities.files import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = TrainConfig(
@@ -39,21 +39,6 @@ def tokenizer() -> PreTrainedTokenizerBase:
 def run(tokenizer: PreTrainedTokenizerBase, config: TrainConfig, seed: int = 0):  # type: ignore[no-untyped-def]
     model = fresh_model(LOCAL, seed=seed, dtype=torch.float32)
     return train(model, tokenizer, SyntheticSource("train"), SyntheticSource("heldout"), config)
-
-
-def test_response_loss_matches_the_validators_per_sample_mean() -> None:
-    torch.manual_seed(0)
-    samples = [(torch.tensor([[5, 6, 7, 8, 9]]), 2), (torch.tensor([[5, 6, 7]]), 1)]
-    batch = collate(samples, pad_id=1)
-    assert batch["labels"].tolist() == [[-100, -100, 7, 8, 9], [-100, 6, 7, -100, -100]]
-    logits = torch.randn(2, 5, 16)
-    expected = []
-    for row, (ids, prompt_len) in enumerate(samples):
-        n = ids.shape[1]
-        expected.append(
-            torch.nn.functional.cross_entropy(logits[row, prompt_len - 1 : n - 1], ids[0, prompt_len:])
-        )
-    assert torch.allclose(response_loss(logits, batch["labels"]), torch.stack(expected).mean())
 
 
 def test_training_lowers_the_heldout_loss(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -77,12 +62,12 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path, tokenizer: PreTrai
     config = replace(SMALL, checkpoint_dir=tmp_path / "ckpt", output_dir=tmp_path / "best")
     first = run(tokenizer, config)
     assert (first.start_step, first.steps, first.epochs) == (0, 4, 1)
-    assert json.loads((tmp_path / "ckpt" / "latest.json").read_text())["step"] == 4
+    assert json.loads((tmp_path / "ckpt" / "progress.json").read_text())["step"] == 4
     second = run(tokenizer, replace(config, num_epochs=2), seed=123)  # weights come from the checkpoint
     assert (second.start_step, second.steps, second.epochs) == (4, 8, 2)
     assert second.initial_loss == first.initial_loss
     assert second.best_loss <= first.best_loss
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch-2", "latest.json"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch-2", "progress.json"]
 
 
 def test_lora_gives_a_merged_plain_model(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -177,19 +162,20 @@ def test_resume_never_replaces_a_better_kept_model(
     best = tmp_path / "best"
     config = replace(SMALL, checkpoint_dir=tmp_path / "ckpt", output_dir=best)
     first = run(tokenizer, config)
-    record = best_record_path(best)
-    assert record.parent == tmp_path and not (best / record.name).exists()  # never inside the model folder
-    assert json.loads(record.read_text())["loss"] == pytest.approx(first.best_loss)
-    # a mid-epoch evaluation of a run that then crashed kept a better model than the checkpoint knows of
-    checkpoint = json.loads((tmp_path / "ckpt" / "latest.json").read_text())
-    better = checkpoint["best_loss"] - 5.0
-    atomic_write_json(record, {"loss": better, "step": 6, "epoch": 1})
+    record = tmp_path / "ckpt" / "progress.json"
+    assert not [p for p in best.iterdir() if p.suffix == ".json" and "progress" in p.name]  # never published
+    assert MinerProgress.load(record).best_loss == pytest.approx(first.best_loss)
+    # a mid-epoch evaluation of a run that then crashed kept a better model than the checkpoint's
+    progress = MinerProgress.load(record)
+    better = first.best_loss - 5.0
+    progress.best_loss, progress.best_step = better, 6
+    progress.save(record)
     kept = (best / "model.safetensors").read_bytes()
     resumed = run(tokenizer, replace(config, num_epochs=2, eval_every=1))
     assert resumed.start_step == 4 and all(not e.improved for e in resumed.evals)
     assert resumed.best_loss == pytest.approx(better)
     assert (best / "model.safetensors").read_bytes() == kept  # the better model stays
-    assert json.loads(record.read_text())["loss"] == pytest.approx(better)
+    assert MinerProgress.load(record).best_loss == pytest.approx(better)
 
 
 def test_a_failing_data_source_is_retried_with_backoff(tokenizer: PreTrainedTokenizerBase) -> None:
