@@ -290,7 +290,9 @@ def compute_losses(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        # FSDP reuses the buffers it gathers the weights into: made under inference mode, training
+        # could not update them afterwards (the miner's FSDP evaluation), so a sharded model gets no_grad
+        with torch.no_grad() if _sharded(model) else torch.inference_mode():
             for batch in _buckets(order, lengths, max(token_budget, 1), max(max_batch_size, 1)):
                 losses_of_batch = scorer.score_or_split([samples[i] for i in batch])
                 for index, loss in zip(batch, losses_of_batch, strict=True):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,14 @@ def save_model(
     saved_dtype = plain.config.dtype
     if dtype is not None:
         plain.config.dtype = dtype  # what config.json says must match the weights written
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the miner's output
     try:
         plain.save_pretrained(staging, state_dict=state_dict)
     finally:
         plain.config.dtype = saved_dtype
+        if bars:
+            hf_logging.enable_progress_bar()
     if dtype is not None:
         _record_dtype(staging / "config.json", dtype)
     if tokenizer is not None:

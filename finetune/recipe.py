@@ -28,7 +28,9 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -60,6 +62,21 @@ from utilities.errors import ConfigError
 from utilities.retry import retry
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No accelerate INFO lines ("Saving current state to ...", one per file) and no deprecation warnings
+    of transformers that peft triggers (``is_gradient_checkpointing``): the miner's output is its own."""
+    accelerate_logger = logging.getLogger("accelerate")
+    level = accelerate_logger.level
+    accelerate_logger.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+            yield
+    finally:
+        accelerate_logger.setLevel(level)
 
 
 def _inf(loss: float | None) -> float:
@@ -118,14 +135,15 @@ class FinetuneRecipe:
         resuming = self._checkpoint_folder() is not None
         notes = self.check_resume(start_model) if resuming else []
         config = self.config  # check_resume keeps the checkpoint's structural settings
-        if config.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            self.model.config.use_cache = False
-        net = apply_lora(self.model, config) if config.lora_rank is not None else self.model
-        net.train()
-        params = [p for p in net.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.net, self.optimizer = accelerator.prepare(net, optimizer)
+        with _quiet():
+            if config.gradient_checkpointing:
+                self.model.activation_checkpointing_enable({"use_reentrant": False})
+                self.model.config.use_cache = False
+            net = apply_lora(self.model, config) if config.lora_rank is not None else self.model
+            net.train()
+            params = [p for p in net.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+            self.net, self.optimizer = accelerator.prepare(net, optimizer)
         self.heldout = tokenized(self.tokenizer, self.heldout_source, config.eval_samples,
                                  derive_seed(config.seed, "heldout"), config.sequence_length)  # fmt: skip
         if resuming:
@@ -191,7 +209,8 @@ class FinetuneRecipe:
         folder = self._checkpoint_folder()
         if folder is None:  # checked by setup
             raise ConfigError("no checkpoint to resume from")
-        self.accelerator.load_state(str(folder))
+        with _quiet():
+            self.accelerator.load_state(str(folder))
         self.step, self.epoch = self.progress.step, self.progress.epoch
         logger.info("resumed from %s: %d epochs and %d steps done, held-out loss %.4f at the start, best "
                     "%.4f", folder, self.epoch, self.step, self.initial_loss, self.best_loss)  # fmt: skip
@@ -378,7 +397,8 @@ class FinetuneRecipe:
         if root is None:
             return
         folder = f"epoch-{self.epoch}"
-        self.accelerator.save_state(str(Path(root) / folder))
+        with _quiet():
+            self.accelerator.save_state(str(Path(root) / folder))
         self.accelerator.wait_for_everyone()
         progress = self.progress
         progress.step, progress.epoch, progress.checkpoint = self.step, self.epoch, folder
