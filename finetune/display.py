@@ -5,15 +5,20 @@ ends with the current epoch) with the epoch, the training loss, tokens/s, the ti
 left, plus a line for each held-out evaluation as it goes; both stay on screen when the run ends.
 Anywhere else (a log file, pm2, a pipe) it writes a plain progress line every ``interval_s`` seconds
 instead, so that logs hold no bar redraws. Epochs are counted from 1 everywhere (bar, lines, logs).
+:func:`quiet_libraries` keeps the libraries' chatter (accelerate's checkpoint lines, transformers'
+deprecation warnings) out of the miner's output.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
+from rich import get_console
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -26,6 +31,21 @@ from rich.progress import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """No accelerate INFO lines ("Saving current state to ...", one per file) and no deprecation warnings
+    of transformers that peft triggers (``is_gradient_checkpointing``): the miner's output is its own."""
+    accelerate_logger = logging.getLogger("accelerate")
+    level = accelerate_logger.level
+    accelerate_logger.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+            yield
+    finally:
+        accelerate_logger.setLevel(level)
 
 
 def epoch_label(epoch: int, total: int | None) -> str:
@@ -48,7 +68,7 @@ class RunDisplay:
         write: Callable[[str], None] | None = None,
     ) -> None:
         self.enabled, self.total_epochs = enabled, total_epochs
-        self.console = console or Console(stderr=True)
+        self.console = console or get_console()  # the console of the rich log handler
         self.interval_s, self.clock = interval_s, clock
         self.write = write or logger.info
         self.live = enabled and self.console.is_terminal

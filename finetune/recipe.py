@@ -28,9 +28,7 @@ import logging
 import math
 import shutil
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -40,17 +38,17 @@ from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from finetune.data import DataSourceError, SampleSource, derive_seed
-from finetune.display import RunDisplay, epoch_label
+from finetune.display import RunDisplay, epoch_label, quiet_libraries
 from finetune.losses import compute_losses, training_loss
 from finetune.model_io import plain_model, save_model
 from finetune.progress import MinerProgress
 from finetune.training import (
-    STRUCTURAL,
     EvalReport,
     Sample,
     TrainConfig,
     TrainResult,
     apply_lora,
+    compare_settings,
     lr_at,
     make_accelerator,
     micro_batches,
@@ -62,21 +60,6 @@ from utilities.errors import ConfigError
 from utilities.retry import retry
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """No accelerate INFO lines ("Saving current state to ...", one per file) and no deprecation warnings
-    of transformers that peft triggers (``is_gradient_checkpointing``): the miner's output is its own."""
-    accelerate_logger = logging.getLogger("accelerate")
-    level = accelerate_logger.level
-    accelerate_logger.setLevel(max(level, logging.WARNING))
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-            yield
-    finally:
-        accelerate_logger.setLevel(level)
 
 
 def _inf(loss: float | None) -> float:
@@ -135,7 +118,7 @@ class FinetuneRecipe:
         resuming = self._checkpoint_folder() is not None
         notes = self.check_resume(start_model) if resuming else []
         config = self.config  # check_resume keeps the checkpoint's structural settings
-        with _quiet():
+        with quiet_libraries():
             if config.gradient_checkpointing:
                 self.model.activation_checkpointing_enable({"use_reentrant": False})
                 self.model.config.use_cache = False
@@ -178,7 +161,6 @@ class FinetuneRecipe:
         """Compare the command line with the checkpoint's settings; keep the checkpoint's weights and the
         settings that shape them (LoRA), take every other setting from the command line. Returns (and
         logs) one note per difference."""
-        recorded, now = self.progress.settings, settings_of(self.config)
         notes: list[str] = []
         if self.progress.start_model is not None and self.progress.start_model != start_model:
             given = getattr(self.model, "name_or_path", "") or "a model"
@@ -187,19 +169,9 @@ class FinetuneRecipe:
                 f"({given}) differs from the one this run started from and is not used; delete "
                 f"{self.config.checkpoint_dir} to start from it"
             )
-        kept: dict[str, object] = {}
-        for name, value in sorted(now.items()):
-            if name not in recorded or recorded[name] == value:
-                continue
-            if name in STRUCTURAL:
-                kept[name] = tuple(recorded[name]) if isinstance(recorded[name], list) else recorded[name]
-                notes.append(f"kept {name}={recorded[name]!r} of the checkpoint (not {value!r}: its weights "
-                             "and optimizer state are shaped by it)")  # fmt: skip
-            else:
-                notes.append(f"changed {name}: {recorded[name]!r} -> {value!r}")
-        if not recorded:
-            notes.append("the checkpoint records no settings (an earlier version wrote it): nothing compared")
-        self.config = replace(self.config, **kept)  # type: ignore[arg-type]
+        changed, kept = compare_settings(self.progress.settings, settings_of(self.config))
+        notes.extend(changed)
+        self.config = replace(self.config, **kept)
         for note in notes:
             logger.warning("resuming: %s", note)
         return notes
@@ -209,7 +181,7 @@ class FinetuneRecipe:
         folder = self._checkpoint_folder()
         if folder is None:  # checked by setup
             raise ConfigError("no checkpoint to resume from")
-        with _quiet():
+        with quiet_libraries():
             self.accelerator.load_state(str(folder))
         self.step, self.epoch = self.progress.step, self.progress.epoch
         logger.info("resumed from %s: %d epochs and %d steps done, held-out loss %.4f at the start, best "
@@ -397,7 +369,7 @@ class FinetuneRecipe:
         if root is None:
             return
         folder = f"epoch-{self.epoch}"
-        with _quiet():
+        with quiet_libraries():
             self.accelerator.save_state(str(Path(root) / folder))
         self.accelerator.wait_for_everyone()
         progress = self.progress

@@ -223,6 +223,26 @@ def settings_of(config: TrainConfig) -> dict[str, Any]:
     return values
 
 
+def compare_settings(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """(one note per difference, the settings to keep from the checkpoint) between a checkpoint's
+    :func:`settings_of` and a resumed run's: the ``STRUCTURAL`` ones stay, every other one changes."""
+    if not recorded:
+        return ["the checkpoint records no settings (an earlier version wrote it): nothing compared"], {}
+    notes: list[str] = []
+    kept: dict[str, Any] = {}
+    for name, value in sorted(now.items()):
+        if name not in recorded or recorded[name] == value:
+            continue
+        if name in STRUCTURAL:
+            old = recorded[name]
+            kept[name] = tuple(old) if isinstance(old, list) else old
+            notes.append(f"kept {name}={old!r} of the checkpoint (not {value!r}: its weights and optimizer "
+                         "state are shaped by it)")  # fmt: skip
+        else:
+            notes.append(f"changed {name}: {recorded[name]!r} -> {value!r}")
+    return notes, kept
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """A short digest of a model's weights (names, shapes and the first elements of each tensor): tells
     whether a resumed run was given the same starting model, without hashing every byte of a big one."""

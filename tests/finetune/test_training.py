@@ -401,3 +401,16 @@ def test_fsdp_on_two_cpu_processes_saves_the_single_process_model(
     for name, tensor in expected.items():
         assert torch.allclose(weights[name], tensor, atol=1e-4), name
     assert ModelChecker().check_folder(tmp_path / "best", LOCAL) > 0
+
+
+def test_a_seeded_run_gives_the_losses_the_recipe_always_gave(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Held-out and training losses of a seeded run, stored from the recipe before it became a class with
+    the validator's loss code (commit 1acb73d): the rewrite changed no number."""
+    config = replace(SMALL, num_epochs=2, accumulation_steps=2, eval_every=1)
+    result = run(tokenizer, config)
+    assert result.initial_loss == pytest.approx(7.726170996824901, rel=1e-6)
+    heldout = [7.089250385761261, 6.693193852901459, 6.693193852901459, 6.26696252822876, 5.818889359633128,
+               5.818889359633128]  # fmt: skip
+    assert [e.loss for e in result.evals] == pytest.approx(heldout, rel=1e-5)
+    training = [7.724013, 7.012417, 7.012417, 6.574724, 6.040246, 6.040246]
+    assert [e.train_loss for e in result.evals] == pytest.approx(training, rel=1e-5)
