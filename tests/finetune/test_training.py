@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -414,3 +415,21 @@ def test_a_seeded_run_gives_the_losses_the_recipe_always_gave(tokenizer: PreTrai
     assert [e.loss for e in result.evals] == pytest.approx(heldout, rel=1e-5)
     training = [7.724013, 7.012417, 7.012417, 6.574724, 6.040246, 6.040246]
     assert [e.train_loss for e in result.evals] == pytest.approx(training, rel=1e-5)
+
+
+def test_a_deleted_checkpoint_starts_over_and_keeps_what_was_published(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    record = tmp_path / "progress.json"
+    config = replace(SMALL, checkpoint_dir=tmp_path / "ckpt", output_dir=tmp_path / "b", progress_file=record)
+    first = run(tokenizer, config)
+    progress = MinerProgress.load(record)
+    progress.published_loss, progress.published_model_id = first.best_loss, "a:b:c:d:local"
+    progress.save(record)
+    shutil.rmtree(tmp_path / "ckpt")
+    again = run(tokenizer, replace(config, num_epochs=2), seed=5)  # starts over: the given model, step 0
+    assert (again.start_step, again.steps, again.resume_notes) == (0, 8, [])
+    assert again.initial_loss != pytest.approx(first.initial_loss)
+    progress = MinerProgress.load(record)
+    assert (progress.published_model_id, progress.step) == ("a:b:c:d:local", 8)
+    assert progress.checkpoint == "epoch-2"
