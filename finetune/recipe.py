@@ -172,7 +172,7 @@ class FinetuneRecipe:
         changed, kept = compare_settings(self.progress.settings, settings_of(self.config))
         notes.extend(changed)
         self.config = replace(self.config, **kept)
-        for note in notes:
+        for note in notes if self.accelerator.is_main_process else []:
             logger.warning("resuming: %s", note)
         return notes
 
@@ -184,8 +184,10 @@ class FinetuneRecipe:
         with quiet_libraries():
             self.accelerator.load_state(str(folder))
         self.step, self.epoch = self.progress.step, self.progress.epoch
-        logger.info("resumed from %s: %d epochs and %d steps done, held-out loss %.4f at the start, best "
-                    "%.4f", folder, self.epoch, self.step, self.initial_loss, self.best_loss)  # fmt: skip
+        if self.accelerator.is_main_process:
+            logger.info("resumed from %s: %d epochs and %d steps done, held-out loss %.4f at the start, "
+                        "best %.4f", folder, self.epoch, self.step, self.initial_loss,
+                        self.best_loss)  # fmt: skip
 
     def start_fresh(self, start_model: str) -> None:
         """A new run: the starting model's held-out loss is the one to beat (and the model kept)."""
@@ -195,7 +197,8 @@ class FinetuneRecipe:
         progress.start_model, progress.settings = start_model, settings_of(self.config)
         loss = self.evaluate()
         progress.initial_loss = _known(loss)
-        logger.info("held-out loss of the starting model: %.4f", loss)
+        if self.accelerator.is_main_process:
+            logger.info("held-out loss of the starting model: %.4f", loss)
         if math.isfinite(loss):
             self.keep_best(loss)
 
