@@ -63,6 +63,8 @@ def _logit_postprocess(config: object) -> LogitsFn | None:
 
 def _split_head(model: nn.Module) -> tuple[nn.Module, LogitsFn] | None:
     """(decoder body, head + post-processing) when the model is known to split that way, else None."""
+    if _sharded(model):
+        return None
     config = getattr(model, "config", None)
     body = getattr(model, "base_model", model)
     getter = getattr(model, "get_output_embeddings", None)
@@ -75,6 +77,14 @@ def _split_head(model: nn.Module) -> tuple[nn.Module, LogitsFn] | None:
     if post is None:
         return body, head
     return body, lambda hidden: post(head(hidden))
+
+
+def _sharded(model: nn.Module) -> bool:
+    """Whether ``model`` is FSDP-sharded (the miner's FSDP evaluation): its body can't run on its own,
+    since the root module gathers the embedding and head weights around the whole model's forward."""
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    return isinstance(model, FSDPModule | FullyShardedDataParallel)
 
 
 def _vocab_limit(model: nn.Module) -> int | None:
@@ -116,6 +126,80 @@ def _buckets(order: Sequence[int], lengths: Sequence[int], budget: int, max_size
 
 
 @dataclass(frozen=True)
+class ResponseBatch:
+    """Samples laid out as one right-padded batch, with the positions whose loss counts.
+
+    With lengths ``L_b`` and prompt lengths ``p_b``, row ``b`` of the ``[B, W]`` ``ids`` holds its sample
+    in columns ``0 .. L_b-1`` and padding (id 0) after it. The scored positions are the columns ``t``
+    with ``p_b - 1 <= t < L_b - 1``; the target at ``(b, t)`` is ``ids[b, t+1]``. Boolean-mask indexing
+    returns them row-major, i.e. sample by sample, so the segment (sample) of every scored position is
+    ``repeat_interleave(arange(B), L - p)``. Attention is causal, so a real token never sees the padding
+    to its right.
+    """
+
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    scored: torch.Tensor
+    targets: torch.Tensor
+    segments: torch.Tensor
+    counts: torch.Tensor
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample], device: torch.device) -> ResponseBatch:
+        lengths = torch.tensor([ids.numel() for ids, _ in samples], device=device)
+        prompts = torch.tensor([prompt_len for _, prompt_len in samples], device=device)
+        ids = torch.zeros(len(samples), int(lengths.max()), dtype=torch.long)
+        for row, (sample_ids, _) in enumerate(samples):
+            ids[row, : sample_ids.numel()] = sample_ids.reshape(-1)
+        ids = ids.to(device)
+        columns = torch.arange(ids.shape[1], device=device)
+        scored = (columns >= prompts[:, None] - 1) & (columns < lengths[:, None] - 1)  # [B, W]
+        targets = ids[:, 1:][scored[:, :-1]]  # column W-1 is never scored: drop it, then shift by one
+        counts = lengths - prompts
+        segments = torch.repeat_interleave(torch.arange(len(samples), device=device), counts)
+        return cls(ids, lengths, scored, targets, segments, counts)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        columns = torch.arange(self.ids.shape[1], device=self.ids.device)
+        return (columns < self.lengths[:, None]).long()
+
+
+def response_losses(
+    batch: ResponseBatch, rows: torch.Tensor, to_logits: LogitsFn, *, vocab: int, logits_chunk: int
+) -> torch.Tensor:
+    """Mean cross-entropy of each sample's response tokens, ``[B]`` float32, from ``rows``: the hidden
+    states (or logits, with ``to_logits`` the identity) of the scored positions, in ``batch`` order.
+
+    The logits are made ``logits_chunk // vocab`` rows at a time and cast to float32 for the
+    cross-entropy, as Hugging Face does. Differentiable: the training loss is this, with gradients.
+    """
+    chunk = max(1, logits_chunk // vocab)
+    token_losses = torch.empty(rows.shape[0], dtype=torch.float32, device=rows.device)
+    for start in range(0, rows.shape[0], chunk):
+        stop = start + chunk
+        logits = to_logits(rows[start:stop]).float()
+        token_losses[start:stop] = F.cross_entropy(logits, batch.targets[start:stop], reduction="none")
+    sums = torch.zeros(batch.counts.shape[0], dtype=torch.float32, device=rows.device)
+    return sums.index_add(0, batch.segments, token_losses) / batch.counts
+
+
+def training_loss(model: nn.Module, samples: Sequence[Sample], device: torch.device) -> torch.Tensor:
+    """The miner's training objective on a micro-batch, with gradients: the validator's per-sample loss
+    (:func:`response_losses` on a :class:`ResponseBatch`, response tokens only), averaged over samples.
+
+    ``model`` is called as a whole (``model(input_ids=, attention_mask=)``) so that a DDP or FSDP
+    wrapper sees the forward pass it has to synchronise; its logits are taken at the scored positions.
+    Every sample needs a response token (``0 < prompt_len < T``).
+    """
+    batch = ResponseBatch.of(samples, device)
+    logits = model(input_ids=batch.ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    rows = logits[batch.scored]
+    chunk = ACCELERATOR_LOGITS_CHUNK
+    return response_losses(batch, rows, _identity, vocab=rows.shape[-1], logits_chunk=chunk).mean()
+
+
+@dataclass(frozen=True)
 class _Scorer:
     """What scoring a batch needs: the model, its optional (body, head) split, device, logits chunk."""
 
@@ -125,52 +209,25 @@ class _Scorer:
     logits_chunk: int
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
-        """Mean response cross-entropy of each sample, scored together in one right-padded batch.
+        """Mean response cross-entropy of each sample, scored together in one right-padded batch
+        (:class:`ResponseBatch`).
 
-        With lengths ``L_b`` and prompt lengths ``p_b``, row ``b`` of the ``[B, W]`` batch holds its
-        sample in columns ``0 .. L_b-1`` and padding (id 0) after it. The scored positions are the
-        columns ``t`` with ``p_b - 1 <= t < L_b - 1``; the target at ``(b, t)`` is ``ids[b, t+1]``.
-        Boolean-mask indexing returns them row-major, i.e. sample by sample, so the segment (sample)
-        of every scored position is ``repeat_interleave(arange(B), L - p)``.
-
-        Attention is causal, so a real token never sees the padding to its right, and the default
-        positions ``0 .. W-1`` are the sample's own. The split path (known causal decoders) hence
-        passes no attention mask, letting SDPA use its causal kernel, which skips the upper triangle
-        (an explicit padding mask costs ~10% on CPU). The generic path keeps the mask.
+        The split path (known causal decoders) passes no attention mask, letting SDPA use its causal
+        kernel, which skips the upper triangle (an explicit padding mask costs ~10% on CPU); the
+        default positions ``0 .. W-1`` are the sample's own. The generic path keeps the mask.
         """
-        device = self.device
-        lengths = torch.tensor([ids.numel() for ids, _ in samples], device=device)
-        prompts = torch.tensor([prompt_len for _, prompt_len in samples], device=device)
-        ids = torch.zeros(len(samples), int(lengths.max()), dtype=torch.long)
-        for row, (sample_ids, _) in enumerate(samples):
-            ids[row, : sample_ids.numel()] = sample_ids.reshape(-1)
-        ids = ids.to(device)
-
-        columns = torch.arange(ids.shape[1], device=device)
-        scored = (columns >= prompts[:, None] - 1) & (columns < lengths[:, None] - 1)  # [B, W]
-        targets = ids[:, 1:][scored[:, :-1]]  # column W-1 is never scored: drop it, then shift by one
-        counts = lengths - prompts
-        segments = torch.repeat_interleave(torch.arange(len(samples), device=device), counts)
-
+        batch = ResponseBatch.of(samples, self.device)
         rows: torch.Tensor
         to_logits: LogitsFn
         if self.split is not None:
             body, to_logits = self.split
-            rows = body(input_ids=ids, use_cache=False)[0][scored]  # [N, hidden]
+            rows = body(input_ids=batch.ids, use_cache=False)[0][batch.scored]  # [N, hidden]
         else:
-            mask = (columns < lengths[:, None]).long()
-            rows = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[scored]  # [N, V]
-            to_logits = _identity
-
+            output = self.model(input_ids=batch.ids, attention_mask=batch.attention_mask, use_cache=False)
+            rows, to_logits = output.logits[batch.scored], _identity  # [N, V]
         vocab = int(getattr(getattr(self.model, "config", None), "vocab_size", 0) or rows.shape[1])
-        chunk = max(1, self.logits_chunk // vocab)
-        token_losses = torch.empty(rows.shape[0], dtype=torch.float32, device=device)
-        for start in range(0, rows.shape[0], chunk):
-            stop = start + chunk
-            logits = to_logits(rows[start:stop]).float()
-            token_losses[start:stop] = F.cross_entropy(logits, targets[start:stop], reduction="none")
-        sums = torch.zeros(len(samples), dtype=torch.float32, device=device)
-        return (sums.index_add_(0, segments, token_losses) / counts).tolist()
+        losses = response_losses(batch, rows, to_logits, vocab=vocab, logits_chunk=self.logits_chunk)
+        return losses.tolist()
 
     def score_or_split(self, samples: Sequence[Sample]) -> list[float]:
         """Score a batch; if it raises, score its samples one by one (``inf`` for those that fail)."""
@@ -200,6 +257,7 @@ def compute_losses(
     token_budget: int | None = None,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     logits_chunk: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Per-sample mean response cross-entropy, in input order; ``inf`` where a sample can't be scored.
 
@@ -210,7 +268,8 @@ def compute_losses(
 
     ``token_budget`` caps ``batch size x longest sample`` per forward and ``max_batch_size`` the
     samples per batch; ``logits_chunk`` caps the logits elements (positions x vocab) computed at once.
-    ``None`` picks the device's default (``CPU_*`` or ``ACCELERATOR_*`` above). The head runs in the
+    ``None`` picks the device's default (``CPU_*`` or ``ACCELERATOR_*`` above). ``on_batch(n)`` is called
+    after each batch with the number of samples it scored (a progress display). The head runs in the
     model's dtype and its logits are cast to float32 for the cross-entropy, as Hugging Face does: in
     bf16 this matches the reference ~2x closer than a float32 head, at no cost on CPU and less on GPU.
     """
@@ -231,11 +290,15 @@ def compute_losses(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        # FSDP reuses the buffers it gathers the weights into: made under inference mode, training
+        # could not update them afterwards (the miner's FSDP evaluation), so a sharded model gets no_grad
+        with torch.no_grad() if _sharded(model) else torch.inference_mode():
             for batch in _buckets(order, lengths, max(token_budget, 1), max(max_batch_size, 1)):
                 losses_of_batch = scorer.score_or_split([samples[i] for i in batch])
                 for index, loss in zip(batch, losses_of_batch, strict=True):
                     losses[index] = _finite(loss)
+                if on_batch is not None:
+                    on_batch(len(batch))
     finally:
         model.train(was_training)
     return losses

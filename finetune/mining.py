@@ -1,4 +1,4 @@
-"""The miner's loop around :func:`finetune.training.train` (design.md §6).
+"""The miner's loop around the training recipe (:class:`finetune.recipe.FinetuneRecipe`, design.md §6).
 
 * :func:`start_model`: the model to start from: the best of the competition on the network, a given
   uid, a folder, a hub repository at a revision, or a fresh model from the competition's base config.
@@ -6,21 +6,20 @@
   loaded with safetensors only.
 * :class:`Miner`: train; at the end of each epoch, publish the best model when its held-out loss beats
   the last published one by ``threshold`` (relative). A hub or chain failure is logged, the model folder
-  kept, and the publication retried at the end of the next epoch; the state lives in
-  ``model_dir/miner_state.json`` (written atomically).
+  kept, and the publication retried at the end of the next epoch. What was published lives in the same
+  record as the training progress (:class:`~finetune.progress.MinerProgress`, written atomically).
 
-Layout of ``model_dir``: ``model/`` the best model (what gets published), ``model.best.json`` its held-out
-loss (never published), ``checkpoints/`` the training state to resume from, ``miner_state.json``,
-``downloads/`` starting models fetched from the network.
+Layout of ``model_dir``: ``model/`` the best model (what gets published), ``progress.json`` the record
+(never published), ``checkpoints/`` the training state to resume from, ``downloads/`` starting models
+fetched from the network.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,46 +30,17 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreT
 from constants.competitions import Competition
 from finetune.checks import ModelChecker, load_model
 from finetune.data import SampleSource
+from finetune.progress import PROGRESS_FILE, MinerProgress
 from finetune.publishing import Publisher
-from finetune.training import EvalReport, TrainConfig, TrainResult, train
+from finetune.recipe import FinetuneRecipe
+from finetune.training import EvalReport, TrainConfig, TrainResult
 from model.data import ModelId
 from model.hashing import hash_directory, hash_with_hotkey
 from model.storage.chain.protocol import Chain
 from model.storage.hub.protocol import Hub
 from utilities.errors import ConfigError, FinetuneError, ModelRejectedError
-from utilities.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "miner_state.json"
-
-
-@dataclass
-class MinerState:
-    """What the miner remembers between epochs and restarts."""
-
-    last_loss: float | None = None
-    """Held-out loss of the last published model."""
-    last_model_id: str | None = None
-    """Its commitment string."""
-    pending: bool = False
-    """A better model is in ``model_dir/model`` but could not be published yet."""
-    pending_loss: float | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> MinerState:
-        if not path.is_file():
-            return cls()
-        try:
-            data = json.loads(path.read_text())
-            return cls(**{k: data.get(k) for k in ("last_loss", "last_model_id", "pending_loss")},
-                       pending=bool(data.get("pending", False)))  # fmt: skip
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"cannot read the miner state {path}: {exc}") from exc
-
-    def save(self, path: Path) -> None:
-        atomic_write_json(path, asdict(self))
-
 
 class WandbLog:
     """Logs training metrics to wandb; any wandb failure is a warning and switches it off."""
@@ -255,13 +225,15 @@ class Miner:
         self.train_source, self.heldout_source = train_source, heldout_source
         self.model_dir = Path(model_dir)
         self.config = replace(
-            config, output_dir=self.model_dir / "model", checkpoint_dir=self.model_dir / "checkpoints"
-        )
+            config, output_dir=self.model_dir / "model", checkpoint_dir=self.model_dir / "checkpoints",
+            progress_file=self.model_dir / PROGRESS_FILE,
+        )  # fmt: skip
         self.publish_settings = publish
         self.accelerator = accelerator
         self.wandb_log = wandb_log
-        self.state_path = self.model_dir / STATE_FILE
-        self.state = MinerState.load(self.state_path)
+        self.progress = MinerProgress.load(
+            self.config.progress_path, checkpoint_dir=self.config.checkpoint_dir, output_dir=self.best_folder
+        )
         self.published: list[ModelId] = []
 
     @property
@@ -271,9 +243,13 @@ class Miner:
     def run(self) -> TrainResult:
         """Train for ``config.num_epochs`` epochs (forever with ``None``), publishing along the way."""
         self.model_dir.mkdir(parents=True, exist_ok=True)
+        recipe = FinetuneRecipe(
+            model=self.model, tokenizer=self.tokenizer, train_source=self.train_source,
+            heldout_source=self.heldout_source, config=self.config, accelerator=self.accelerator,
+            progress=self.progress, on_eval=self.on_eval,
+        )  # fmt: skip
         try:
-            return train(self.model, self.tokenizer, self.train_source, self.heldout_source, self.config,
-                         accelerator=self.accelerator, on_eval=self.on_eval)  # fmt: skip
+            return recipe.run()
         finally:
             if self.wandb_log is not None:
                 self.wandb_log.close()
@@ -287,12 +263,19 @@ class Miner:
         if report.end_of_epoch:
             self.maybe_publish(report.best_loss, baseline=report.initial_loss)
 
+    def save_progress(self) -> None:
+        """Write the record (the miner publishes from the main process only)."""
+        path = self.config.progress_path
+        if path is not None:
+            self.progress.save(path)
+
     def should_publish(self, best_loss: float, *, baseline: float) -> bool:
         """A pending publication always; otherwise a finite loss that beats the last published one (or
         the starting model's, before any publication) by the relative threshold."""
-        if self.state.pending:
+        if self.progress.pending:
             return True
-        reference = self.state.last_loss if self.state.last_loss is not None else baseline
+        published = self.progress.published_loss
+        reference = published if published is not None else baseline
         bar = reference * (1.0 - self.publish_settings.threshold) if math.isfinite(reference) else math.inf
         return math.isfinite(best_loss) and best_loss < bar
 
@@ -315,11 +298,13 @@ class Miner:
         except FinetuneError as exc:
             logger.warning("publishing failed, the model stays in %s and is retried next epoch: %s",
                            self.best_folder, exc)  # fmt: skip
-            self.state.pending, self.state.pending_loss = True, best_loss
-            self.state.save(self.state_path)
+            self.progress.pending, self.progress.pending_loss = True, best_loss
+            self.save_progress()
             return None
-        self.state = MinerState(last_loss=best_loss, last_model_id=model_id.to_compressed_str())
-        self.state.save(self.state_path)
+        self.progress.published_loss = best_loss if math.isfinite(best_loss) else None
+        self.progress.published_model_id = model_id.to_compressed_str()
+        self.progress.pending, self.progress.pending_loss = False, None
+        self.save_progress()
         self.published.append(model_id)
         logger.info("published %s (held-out loss %.4f)", model_id.to_compressed_str(), best_loss)
         return model_id

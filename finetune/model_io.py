@@ -1,17 +1,17 @@
-"""Saving the miner's models: a plain safetensors folder (LoRA merged), replaced atomically, with the
-held-out loss of the kept model recorded beside it (never inside the published folder)."""
+"""Saving the miner's models: a plain safetensors folder (LoRA merged), replaced atomically (the held-out
+loss of the kept model is recorded in :class:`finetune.progress.MinerProgress`, never in the folder)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import logging
-import math
 import shutil
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,14 @@ def save_model(
     saved_dtype = plain.config.dtype
     if dtype is not None:
         plain.config.dtype = dtype  # what config.json says must match the weights written
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the miner's output
     try:
         plain.save_pretrained(staging, state_dict=state_dict)
     finally:
         plain.config.dtype = saved_dtype
+        if bars:
+            hf_logging.enable_progress_bar()
     if dtype is not None:
         _record_dtype(staging / "config.json", dtype)
     if tokenizer is not None:
@@ -82,25 +86,3 @@ def _record_dtype(config_json: Path, dtype: torch.dtype) -> None:
     if "torch_dtype" in values:
         values["torch_dtype"] = name
     config_json.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-
-
-def best_record_path(output_dir: Path) -> Path:
-    """Where the held-out loss of the model in ``output_dir`` is recorded: a sibling file, so that it is
-    never part of the (published) model folder (``model_dir/model.best.json`` for the miner)."""
-    output_dir = Path(output_dir)
-    return output_dir.with_name(f"{output_dir.name}.best.json")
-
-
-def read_best_loss(output_dir: Path | None) -> float:
-    """The recorded held-out loss of the model kept in ``output_dir`` (``inf`` if none or unreadable)."""
-    if output_dir is None:
-        return math.inf
-    path = best_record_path(output_dir)
-    try:
-        loss = float(json.loads(path.read_text())["loss"])
-    except FileNotFoundError:
-        return math.inf
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("ignoring the unreadable best-loss record %s: %s", path, exc)
-        return math.inf
-    return loss if not math.isnan(loss) else math.inf

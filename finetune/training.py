@@ -1,35 +1,19 @@
-"""The miner's training recipe: one readable loop on Hugging Face ``accelerate`` (design.md §6).
+"""The miner's training: its settings (:class:`TrainConfig`), results, and :func:`train` (design.md §6).
 
-In the style of nanoGPT's ``train.py`` and torchtune's single-device recipe, written once for every setup:
-the :class:`~accelerate.Accelerator` places the model, wraps it for DDP (or FSDP, from an ``accelerate
+The recipe itself is :class:`finetune.recipe.FinetuneRecipe` (setup, train step, evaluate, keep best,
+checkpoint, resume); :func:`train` runs it. It is written on Hugging Face ``accelerate``: the
+:class:`~accelerate.Accelerator` places the model, wraps it for DDP (or FSDP, from an ``accelerate
 config``) when started with ``accelerate launch``, runs gradient accumulation and mixed precision (bf16
 autocast on CUDA, fp32 on CPU). The same code runs on a laptop CPU, one GPU, or several processes.
 
-Per epoch: draw ``samples_per_epoch`` fresh samples (seed derived from ``(seed, epoch)``), tokenize them
-exactly like the validator (:func:`~finetune.tokenization.tokenize_samples`: prompt tokens are masked from
-the labels), cut them into right-padded micro-batches (one slice per process), and take AdamW steps on the
-validator's loss: the mean cross-entropy over each sample's response tokens, averaged over samples.
-Held-out evaluation uses the validator's own :func:`~finetune.losses.compute_losses`; the model with the
-lowest held-out loss is kept in ``output_dir`` (safetensors only, LoRA merged into plain full weights), and
-its loss in ``<output_dir>.best.json`` next to it (outside the folder, so it is never published): a run
-resumed after a crash compares against it, never replacing a better mid-epoch model with a worse one.
-
-A data source that fails (:class:`~utilities.errors.DataSourceError`) while drawing an epoch's samples is
-retried ``data_retries`` times with exponential backoff; if it still fails, the previous epoch's samples
-are trained on again (the miner keeps going through an outage of its data source).
-
-Checkpoints for resuming live in ``checkpoint_dir`` (``accelerator.save_state``: model, optimizer and RNG
-states). Accelerate writes the optimizer and RNG states with ``torch.save`` (pickle) and loads them with
-``torch.load``: acceptable for the miner's *own* files, which nobody else writes, and never used for
-anything that comes from the network (other miners' models go through :mod:`finetune.checks`).
+The helpers here are the recipe's pure parts: tokenizing samples like the validator, cutting an epoch
+into per-process micro-batches, the learning-rate schedule, LoRA, and a fingerprint of the starting model.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
-import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,36 +21,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, broadcast_object_list, set_seed
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from finetune.data import DataSourceError, SampleSource, derive_seed
-from finetune.losses import compute_losses
-from finetune.model_io import best_record_path, plain_model, read_best_loss, save_model
+from finetune.data import SampleSource
+from finetune.model_io import plain_model, save_model
+from finetune.progress import PROGRESS_FILE, MinerProgress
 from finetune.tokenization import tokenize_samples
 from utilities.errors import ConfigError
-from utilities.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = [  # save_model and friends live in finetune.model_io; re-exported for the recipe's users
+__all__ = [  # save_model and plain_model live in finetune.model_io; re-exported for the recipe's users
     "EvalReport",
     "TrainConfig",
     "TrainResult",
-    "best_record_path",
     "make_accelerator",
     "plain_model",
-    "read_best_loss",
     "save_model",
     "train",
 ]
 
 Sample = tuple[torch.Tensor, int]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-LATEST = "latest.json"
+STRUCTURAL = ("lora_rank", "lora_alpha", "lora_targets")
+"""Settings a checkpoint's weights and optimizer state are shaped by: a resumed run keeps the checkpoint's."""
+NOT_RECORDED = ("checkpoint_dir", "output_dir", "progress_file")
 
 
 @dataclass(frozen=True)
@@ -105,6 +85,15 @@ class TrainConfig:
     data_retry_wait_s: float = 5.0
     """Wait before the first retry, doubled before each next one (at most ``data_retry_max_wait_s``)."""
     data_retry_max_wait_s: float = 120.0
+    progress_file: Path | None = None
+    """The run's :class:`~finetune.progress.MinerProgress` record (default: ``checkpoint_dir/progress.json``
+    with a checkpoint folder, else kept in memory only)."""
+
+    @property
+    def progress_path(self) -> Path | None:
+        if self.progress_file is not None:
+            return Path(self.progress_file)
+        return Path(self.checkpoint_dir) / PROGRESS_FILE if self.checkpoint_dir is not None else None
 
     def __post_init__(self) -> None:
         positive = ("samples_per_epoch", "accumulation_steps", "micro_batch_size", "eval_samples")
@@ -129,6 +118,7 @@ class EvalReport:
 
     step: int
     epoch: int
+    """The epoch being trained, counted from 1 (as the progress bar and the logs count)."""
     loss: float
     best_loss: float
     initial_loss: float
@@ -142,7 +132,7 @@ class EvalReport:
 @dataclass
 class TrainResult:
     """What a run did. ``model`` is the final (not the best) model, LoRA merged; the best is in
-    ``output_dir``."""
+    ``output_dir``. ``resume_notes`` says what a resumed run kept of its checkpoint and what it changed."""
 
     model: PreTrainedModel
     initial_loss: float
@@ -154,6 +144,7 @@ class TrainResult:
     tokens: int
     seconds: float
     evals: list[EvalReport] = field(default_factory=list)
+    resume_notes: list[str] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -186,32 +177,6 @@ def apply_lora(model: PreTrainedModel, config: TrainConfig) -> torch.nn.Module:
     return get_peft_model(model, lora)
 
 
-def collate(samples: Sequence[Sample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (prompt and padding = -100)."""
-    width = max(ids.numel() for ids, _ in samples)
-    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(samples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(samples), width), dtype=torch.long)
-    for row, (ids, prompt_len) in enumerate(samples):
-        flat = ids.reshape(-1)
-        input_ids[row, : flat.numel()] = flat
-        labels[row, prompt_len : flat.numel()] = flat[prompt_len:]
-        mask[row, : flat.numel()] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
-def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The validator's loss on a batch: per sample, mean cross-entropy of the response tokens (position
-    ``t`` predicts token ``t + 1``); then the mean over samples."""
-    targets = labels[:, 1:]
-    per_token = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none"
-    )
-    scored = targets != -100
-    per_sample = (per_token * scored).sum(dim=1) / scored.sum(dim=1).clamp(min=1)
-    return per_sample[scored.any(dim=1)].mean()
-
-
 def tokenized(
     tokenizer: PreTrainedTokenizerBase, source: SampleSource, n: int, seed: int, sequence_length: int
 ) -> list[Sample]:
@@ -220,62 +185,76 @@ def tokenized(
     return [(ids, p) for ids, p in samples if 0 < p < ids.numel()]
 
 
-def evaluate(model: torch.nn.Module, samples: Sequence[Sample], device: torch.device) -> float:
-    """Mean of the finite per-sample held-out losses (``inf`` when none is finite)."""
-    if hasattr(model, "get_base_model"):  # a LoRA model: the transformers model with adapters injected
-        model = model.get_base_model()  # type: ignore[operator]
-    losses = [loss for loss in compute_losses(model, samples, device) if math.isfinite(loss)]
-    return sum(losses) / len(losses) if losses else math.inf
-
-
-def _lr_at(step: int, config: TrainConfig) -> float:
+def lr_at(step: int, config: TrainConfig) -> float:
     """Linear warmup over ``warmup_steps`` optimizer steps, then constant."""
     if config.warmup_steps and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     return config.lr
 
 
-def _micro_batches(
-    samples: list[Sample], accelerator: Accelerator, config: TrainConfig
+def micro_batches(
+    samples: Sequence[Sample], *, processes: int, rank: int, config: TrainConfig
 ) -> list[list[Sample]]:
     """This process's micro-batches: every process gets the same number, a multiple of the accumulation
-    steps, so that gradients of one optimizer step are synced across all of them."""
-    per_step = config.micro_batch_size * accelerator.num_processes
+    steps, so that gradients of one optimizer step are synced across all of them. Micro-batch ``i`` of
+    process ``r`` is the ``r``-th slice of the ``i``-th ``micro_batch_size x processes`` samples, so an
+    optimizer step sees the same samples whatever the number of processes."""
+    per_step = config.micro_batch_size * processes
     count = len(samples) // per_step // config.accumulation_steps * config.accumulation_steps
     if count == 0:
         need = per_step * config.accumulation_steps
         raise ConfigError(
             f"an epoch of {len(samples)} usable samples is less than one optimizer step ({need})"
         )
-    rank, size = accelerator.process_index, config.micro_batch_size
-    return [samples[(i * accelerator.num_processes + rank) * size :][:size] for i in range(count)]
+    size = config.micro_batch_size
+    return [list(samples[(i * processes + rank) * size :][:size]) for i in range(count)]
 
 
-def _load_checkpoint(accelerator: Accelerator, checkpoint_dir: Path | None) -> dict[str, Any] | None:
-    latest = checkpoint_dir / LATEST if checkpoint_dir is not None else None
-    if latest is None or not latest.is_file():
-        return None
-    state: dict[str, Any] = json.loads(latest.read_text())
-    accelerator.load_state(str(latest.parent / state["folder"]))
-    logger.info("resumed from %s: epoch %d, step %d", latest.parent, state["epoch"], state["step"])
-    return state
+def settings_of(config: TrainConfig) -> dict[str, Any]:
+    """The settings a checkpoint records (JSON values), to compare a resumed run's with."""
+    values: dict[str, Any] = {}
+    for name in TrainConfig.__dataclass_fields__:
+        if name in NOT_RECORDED:
+            continue
+        value = getattr(config, name)
+        if isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        values[name] = list(value) if isinstance(value, tuple) else value
+    return values
 
 
-def _save_checkpoint(accelerator: Accelerator, checkpoint_dir: Path, state: dict[str, Any]) -> None:
-    """Save into a fresh ``epoch-N`` folder, then point ``latest.json`` at it, then drop older ones: a
-    crash at any point leaves a complete checkpoint to resume from."""
-    folder = f"epoch-{state['epoch']}"
-    accelerator.save_state(str(checkpoint_dir / folder))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        atomic_write_json(checkpoint_dir / LATEST, {**state, "folder": folder})
-        for old in checkpoint_dir.glob("epoch-*"):
-            if old.name != folder:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+def compare_settings(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """(one note per difference, the settings to keep from the checkpoint) between a checkpoint's
+    :func:`settings_of` and a resumed run's: the ``STRUCTURAL`` ones stay, every other one changes."""
+    if not recorded:
+        return ["the checkpoint records no settings (an earlier version wrote it): nothing compared"], {}
+    notes: list[str] = []
+    kept: dict[str, Any] = {}
+    for name, value in sorted(now.items()):
+        if name not in recorded or recorded[name] == value:
+            continue
+        if name in STRUCTURAL:
+            old = recorded[name]
+            kept[name] = tuple(old) if isinstance(old, list) else old
+            notes.append(f"kept {name}={old!r} of the checkpoint (not {value!r}: its weights and optimizer "
+                         "state are shaped by it)")  # fmt: skip
+        else:
+            notes.append(f"changed {name}: {recorded[name]!r} -> {value!r}")
+    return notes, kept
 
 
-def train(  # noqa: PLR0915 - one recipe, read top to bottom (as nanoGPT's train.py)
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short digest of a model's weights (names, shapes and the first elements of each tensor): tells
+    whether a resumed run was given the same starting model, without hashing every byte of a big one."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        head = tensor.detach().reshape(-1)[:256].to("cpu", torch.float32)
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(head.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     train_source: SampleSource,
@@ -284,172 +263,20 @@ def train(  # noqa: PLR0915 - one recipe, read top to bottom (as nanoGPT's train
     *,
     accelerator: Accelerator | None = None,
     on_eval: Callable[[EvalReport], None] | None = None,
+    progress: MinerProgress | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> TrainResult:
-    """Fine-tune ``model`` on ``train_source``, evaluating on ``heldout_source``; see the module doc.
+    """Fine-tune ``model`` on ``train_source``, evaluating on ``heldout_source``: builds and runs a
+    :class:`~finetune.recipe.FinetuneRecipe` (see there).
 
     ``on_eval`` runs on the main process after each evaluation (the miner publishes from it at the end of
-    an epoch); the other processes wait for it. ``sleep`` waits between retries of a failed data source.
+    an epoch); the other processes wait for it. ``progress`` is the record to keep the run's state in
+    (default: read from ``config.progress_path``). ``sleep`` waits between retries of a failed data source.
     """
-    accelerator = accelerator or make_accelerator(config)
-    set_seed(config.seed)
-    fsdp = accelerator.distributed_type == DistributedType.FSDP
-    if config.lora_rank is not None and fsdp:
-        raise ConfigError("LoRA with FSDP is not supported by this recipe: use DDP (one model per GPU)")
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    net: torch.nn.Module = apply_lora(model, config) if config.lora_rank is not None else model
-    net.train()
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    net, optimizer = accelerator.prepare(net, optimizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    heldout = tokenized(
-        tokenizer, heldout_source, config.eval_samples, derive_seed(config.seed, "heldout"),
-        config.sequence_length,
+    from finetune.recipe import FinetuneRecipe  # the recipe builds on this module's settings and helpers
+
+    recipe = FinetuneRecipe(
+        model=model, tokenizer=tokenizer, train_source=train_source, heldout_source=heldout_source,
+        config=config, accelerator=accelerator, on_eval=on_eval, progress=progress, sleep=sleep,
     )  # fmt: skip
-
-    def held_out_loss() -> float:
-        # Every process evaluates under FSDP (the sharded forward needs them all); else only the main one.
-        loss = math.inf
-        if fsdp or accelerator.is_main_process:
-            loss = evaluate(net if fsdp else accelerator.unwrap_model(net), heldout, accelerator.device)
-        net.train()
-        return loss
-
-    def keep_best(loss: float) -> None:
-        if config.output_dir is None:
-            return
-        state_dict = accelerator.get_state_dict(net) if fsdp else None  # a collective under FSDP
-        if accelerator.is_main_process:
-            save_model(accelerator.unwrap_model(net), tokenizer, config.output_dir,
-                       state_dict=state_dict, dtype=config.save_dtype)  # fmt: skip
-            # after the model: a crash in between leaves an older (higher) loss, never a too-low one
-            atomic_write_json(
-                best_record_path(config.output_dir), {"loss": loss, "step": step, "epoch": epoch}
-            )
-
-    def epoch_samples(epoch: int) -> list[Sample] | None:
-        """This epoch's tokenized training samples, retrying a failing source; ``None`` if it keeps
-        failing."""
-        seed = derive_seed(config.seed, "epoch", str(epoch))
-        for attempt in range(config.data_retries + 1):
-            try:
-                return tokenized(
-                    tokenizer, train_source, config.samples_per_epoch, seed, config.sequence_length
-                )
-            except DataSourceError as exc:
-                if attempt == config.data_retries:
-                    logger.error("epoch %d: the training data source failed %d times: %s",
-                                 epoch, attempt + 1, exc)  # fmt: skip
-                    return None
-                wait = min(config.data_retry_wait_s * 2**attempt, config.data_retry_max_wait_s)
-                logger.warning("epoch %d: the training data source failed (%s); retrying in %.0f s",
-                               epoch, exc, wait)  # fmt: skip
-                sleep(wait)
-        return None
-
-    resumed = _load_checkpoint(accelerator, config.checkpoint_dir)
-    if resumed is None:
-        step, epoch, initial_loss = 0, 0, held_out_loss()
-        best_loss = initial_loss
-        if math.isfinite(initial_loss):
-            keep_best(initial_loss)
-        logger.info("held-out loss before training: %.4f", initial_loss)
-    else:
-        step, epoch = int(resumed["step"]), int(resumed["epoch"])
-        initial_loss, best_loss = float(resumed["initial_loss"]), float(resumed["best_loss"])
-        # the kept model may be better than the checkpoint says (saved by a mid-epoch evaluation after it)
-        record = [read_best_loss(config.output_dir) if accelerator.is_main_process else math.inf]
-        if accelerator.num_processes > 1:
-            broadcast_object_list(record)  # every process must agree on what counts as an improvement
-        if record[0] < best_loss:
-            logger.info(
-                "the kept model's held-out loss %.4f beats the checkpoint's %.4f", record[0], best_loss
-            )
-            best_loss = record[0]
-    result = TrainResult(
-        model=model, initial_loss=initial_loss, best_loss=best_loss, final_loss=best_loss,
-        start_step=step, steps=step, epochs=epoch, tokens=0, seconds=0.0,
-    )  # fmt: skip
-    started = time.perf_counter()
-    train_loss, tokens_per_s = math.nan, 0.0
-
-    def evaluation(end_of_epoch: bool) -> None:
-        nonlocal best_loss
-        loss = held_out_loss()
-        improved = loss < best_loss
-        if improved:
-            best_loss = loss
-            keep_best(loss)
-        report = EvalReport(
-            step, epoch, loss, best_loss, initial_loss, improved, end_of_epoch, train_loss, tokens_per_s
-        )
-        if accelerator.is_main_process:
-            logger.info("step %d epoch %d: held-out %.4f (best %.4f), train %.4f, %.0f tokens/s",
-                        step, epoch, loss, best_loss, train_loss, tokens_per_s)  # fmt: skip
-            result.evals.append(report)
-            if on_eval is not None:
-                on_eval(report)
-        result.final_loss, result.best_loss = loss, best_loss
-        accelerator.wait_for_everyone()
-
-    samples: list[Sample] | None = None
-    while config.num_epochs is None or epoch < config.num_epochs:
-        fresh = epoch_samples(epoch)
-        if accelerator.num_processes > 1:  # all processes train on fresh samples, or all reuse theirs
-            ok = torch.tensor([int(fresh is not None)], device=accelerator.device)
-            if int(accelerator.gather(ok).min()) == 0:
-                fresh = None
-        if fresh is not None:
-            samples = fresh
-        elif samples is None:
-            raise DataSourceError(f"epoch {epoch}: no training samples (the data source keeps failing)")
-        else:
-            logger.warning("epoch %d: training on the previous epoch's samples again", epoch)
-        if accelerator.num_processes > 1:  # a live source (Cortex) may give processes different counts:
-            count = torch.tensor([len(samples)], device=accelerator.device)  # take the same number of steps
-            samples = samples[: int(accelerator.gather(count).min())]
-        batches = _micro_batches(samples, accelerator, config)
-        bar = tqdm(total=len(batches) // config.accumulation_steps, desc=f"epoch {epoch}",
-                   disable=not accelerator.is_local_main_process, leave=False)  # fmt: skip
-        window_loss, window_micro = 0.0, 0
-        for batch in batches:
-            inputs = {k: v.to(accelerator.device) for k, v in collate(batch, pad_id).items()}
-            with accelerator.accumulate(net):
-                logits = net(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-                loss = response_loss(logits, inputs["labels"])
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(net.parameters(), config.max_grad_norm)
-                for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(step, config)
-                optimizer.step()
-                optimizer.zero_grad()
-            window_loss += float(loss.detach())
-            window_micro += 1
-            result.tokens += int(inputs["attention_mask"].sum()) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            result.seconds = time.perf_counter() - started
-            train_loss, tokens_per_s = window_loss / window_micro, result.tokens_per_s
-            window_loss, window_micro = 0.0, 0
-            bar.update(1)
-            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
-            if config.eval_every and step % config.eval_every == 0:
-                evaluation(end_of_epoch=False)
-        bar.close()
-        epoch += 1
-        result.seconds = time.perf_counter() - started
-        tokens_per_s = result.tokens_per_s
-        evaluation(end_of_epoch=True)
-        if config.checkpoint_dir is not None:
-            _save_checkpoint(accelerator, config.checkpoint_dir, {
-                "epoch": epoch, "step": step, "initial_loss": initial_loss, "best_loss": best_loss,
-            })  # fmt: skip
-    result.steps, result.epochs = step, epoch
-    result.seconds = time.perf_counter() - started
-    result.model = plain_model(accelerator.unwrap_model(net), keep=False)
-    return result
+    return recipe.run()

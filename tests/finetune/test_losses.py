@@ -22,7 +22,8 @@ from transformers import (
     StableLmForCausalLM,
 )
 
-from finetune.losses import _split_head, compute_losses, compute_losses_reference
+from finetune import validation
+from finetune.losses import _split_head, compute_losses, compute_losses_reference, training_loss
 
 VOCAB = 1000
 TOLERANCE = 1e-4
@@ -208,3 +209,32 @@ def test_bfloat16_model_matches_reference_closely() -> None:
     samples = _samples(12, seed=7)
     expected = compute_losses_reference(model, samples, CPU)
     assert compute_losses(model, samples, CPU) == pytest.approx(expected, abs=5e-3)
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_the_training_loss_is_the_validators_loss_with_gradients(
+    models: dict[str, PreTrainedModel], name: str
+) -> None:
+    """The miner trains on exactly what validators score: the mean over samples of each sample's mean
+    response-token cross-entropy (prompt tokens and padding never count), here with gradients."""
+    model = models[name]
+    samples = _samples(8, seed=7, max_len=60)
+    loss = training_loss(model, samples, CPU)
+    scores = validation.compute_losses(model, samples, CPU)
+    assert float(loss.detach()) == pytest.approx(sum(scores) / len(scores), abs=TOLERANCE)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads if g is not None)
+    model.zero_grad(set_to_none=True)
+
+
+def test_the_training_loss_ignores_what_follows_a_sample(models: dict[str, PreTrainedModel]) -> None:
+    """Right padding never changes a sample's loss: a short sample scores the same alone or beside a long
+    one, in training as in evaluation."""
+    model = models["llama"]
+    short, long = _samples(1, seed=8, max_len=20)[0], _samples(1, seed=9, max_len=120)[0]
+    with torch.no_grad():
+        alone = float(training_loss(model, [short], CPU))
+        together = float(training_loss(model, [short, long], CPU))
+        long_alone = float(training_loss(model, [long], CPU))
+    assert together == pytest.approx((alone + long_alone) / 2, abs=TOLERANCE)

@@ -12,7 +12,8 @@ import torch
 
 from constants.competitions import LOCAL
 from finetune.data import SyntheticSource
-from finetune.mining import Miner, MinerState, PublishSettings, best_uid, fresh_model, start_model
+from finetune.mining import Miner, PublishSettings, best_uid, fresh_model, start_model
+from finetune.progress import MinerProgress
 from finetune.publishing import Publisher
 from finetune.tokenization import load_tokenizer
 from finetune.training import EvalReport, TrainConfig
@@ -76,8 +77,9 @@ def test_publishing_commits_the_hash_the_validator_sees(tmp_path: Path) -> None:
     assert model_id.commit is not None and model_id.competition_id == "local"
     served = LocalHub(tmp_path / "hub").download("alice/tiny", commit=model_id.commit, dest=tmp_path / "v")
     assert hash_directory(served) == model_id.hash  # what a validator downloads is what was committed
-    state = MinerState.load(tmp_path / "miner" / "miner_state.json")
-    assert state == MinerState(last_loss=result.best_loss, last_model_id=commitment.data)
+    progress = MinerProgress.load(tmp_path / "miner" / "progress.json")
+    assert progress.published_loss == result.best_loss and progress.published_model_id == commitment.data
+    assert not progress.pending and progress.best_loss == result.best_loss and progress.epoch == 1
 
 
 @pytest.mark.parametrize(
@@ -95,16 +97,16 @@ def test_a_failed_publication_is_kept_and_retried(
         chain = Failing(chain, method, failures=2, error=error)
     first = make_miner(tmp_path, chain, hub)
     first.run()
-    state = json.loads((tmp_path / "miner" / "miner_state.json").read_text())
-    assert state["pending"] is True and state["last_model_id"] is None
+    state = json.loads((tmp_path / "miner" / "progress.json").read_text())
+    assert state["pending"] is True and state["published_model_id"] is None
     assert (tmp_path / "miner" / "model" / "model.safetensors").is_file()  # the model is kept
     assert LocalChain(tmp_path / "chain.sqlite").commitment(MINER) is None
     # a restarted miner resumes training and publishes the pending model at the end of its next epoch
     second = make_miner(tmp_path, chain, hub, epochs=2)
     result = second.run()
     assert result.start_step > 0 and len(second.published) == 1
-    state = json.loads((tmp_path / "miner" / "miner_state.json").read_text())
-    assert state["pending"] is False
+    state = json.loads((tmp_path / "miner" / "progress.json").read_text())
+    assert state["pending"] is False and state["published_model_id"] is not None
     assert LocalChain(tmp_path / "chain.sqlite").commitment(MINER) is not None
 
 
@@ -127,7 +129,7 @@ def test_a_data_source_outage_does_not_stop_the_miner(tmp_path: Path) -> None:
 
 def test_small_improvements_are_not_published(tmp_path: Path) -> None:
     miner = make_miner(tmp_path, miner_chain(tmp_path), LocalHub(tmp_path / "hub", user="alice"))
-    miner.state = MinerState(last_loss=1.0)
+    miner.progress.published_loss = 1.0
     assert not miner.should_publish(0.995, baseline=7.0)  # 0.5% better, threshold 1%
     assert miner.should_publish(0.98, baseline=7.0)
     assert not miner.should_publish(float("inf"), baseline=7.0)

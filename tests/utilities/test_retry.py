@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from utilities.retry import CallTimeoutError, call_with_timeout, retry_call
+from utilities.retry import CallTimeoutError, call_with_timeout, retry, retry_call
 
 
 def test_call_with_timeout_returns_value_and_propagates_errors() -> None:
@@ -55,3 +55,47 @@ def test_retry_call_gives_up_after_attempts_and_skips_other_errors() -> None:
     with pytest.raises(ValueError):
         retry_call(bad, what="bad", timeout_s=1, attempts=3, wait_s=0.001)
     assert len(calls) == 1
+
+
+def test_retry_waits_by_doubling_up_to_the_cap_through_the_given_sleep() -> None:
+    waits: list[float] = []
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError, match="down"):
+        retry(down, what="down", attempts=5, retry_on=(ConnectionError,), wait_s=2.0, max_wait_s=5.0,
+              sleep=waits.append)  # fmt: skip
+    assert len(calls) == 5 and waits == [2.0, 4.0, 5.0, 5.0]  # no wait after the last attempt
+
+
+def test_retry_returns_the_first_success_and_never_retries_other_errors() -> None:
+    waits: list[float] = []
+    outcomes: list[BaseException | str] = [TimeoutError("slow"), "ok"]
+
+    def flaky() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    assert retry(flaky, what="flaky", attempts=3, retry_on=(OSError,), sleep=waits.append) == "ok"
+    assert waits == [1.0]
+    with pytest.raises(KeyError):
+        retry(lambda: {}["x"], what="lookup", attempts=3, retry_on=(OSError,), sleep=waits.append)
+    assert waits == [1.0]
+    with pytest.raises(ValueError, match="attempts"):
+        retry(lambda: 1, what="none", attempts=0, retry_on=(OSError,))
+
+
+def test_retry_call_passes_the_sleep_on() -> None:
+    waits: list[float] = []
+
+    def down() -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        retry_call(down, what="down", timeout_s=1, attempts=3, wait_s=0.5, sleep=waits.append)
+    assert waits == [0.5, 1.0]
