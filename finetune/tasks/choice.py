@@ -7,11 +7,13 @@ per-question score is 1.0 when the lowest-loss choice (the first one on a tie) i
 when it is not, and ``nan`` when the question cannot be scored (malformed, out-of-vocabulary ids, or
 every choice failed): ``nan`` never wins a comparison.
 
-Batched with the shared prompt: the prompt runs once with the key/value cache on, the cache is
-repeated once per choice, and all continuations run together in one right-padded batch on top of it.
-The first token of every choice is predicted by the prompt's last position, the others by the
-continuation batch. A model whose cache cannot be used so falls back to the response-loss engine
-(prompt recomputed per choice, still batched), which gives the same numbers.
+Batched with the shared prompt: questions are grouped by prompt length under a token budget; the
+group's prompts run once, right-padded, with the key/value cache on; the cache rows are selected once
+per choice, and every choice of every question of the group runs in one right-padded batch on top of
+it (positions of the unpadded sequence, the prompt's padding masked). The first token of a choice is
+predicted by its prompt's last position, the others by the continuation batch. A group that raises is
+retried question by question; a model whose cache cannot be used so falls back to the response-loss
+engine (the prompt recomputed per choice, still batched), which gives the same numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finetune.losses import compute_losses
+from finetune.losses import ACCELERATOR_TOKEN_BUDGET, CPU_TOKEN_BUDGET, compute_losses
 from finetune.tasks.cache import cache_kwargs, cache_of
 
 __all__ = [
@@ -73,50 +75,81 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else math.inf
 
 
-def _shared_prompt_losses(model: nn.Module, question: ChoiceQuestion, device: torch.device) -> list[float]:
-    """Each choice's mean continuation loss, the prompt computed once (see the module docstring)."""
-    count, prompt_len = len(question.choices), len(question.prompt)
-    prompt = torch.tensor([question.prompt], dtype=torch.long, device=device)
-    out = model(input_ids=prompt, use_cache=True)
-    first = out.logits[0, -1].float()  # predicts the first token of every choice
-    lengths = torch.tensor([len(c) for c in question.choices], device=device)
-    firsts = torch.tensor([c[0] for c in question.choices], device=device)
-    token_losses = [F.cross_entropy(first.expand(count, -1), firsts, reduction="none")]
-    width = int(lengths.max())
-    if width > 1:
+def _groups(order: Sequence[int], widths: Sequence[int], budget: int, max_size: int) -> list[list[int]]:
+    """Consecutive groups of ``order`` (sorted by decreasing prompt length) whose padded prompt batch,
+    ``len(group) x widths[group[0]]`` tokens, stays within ``budget`` (a long prompt alone)."""
+    groups: list[list[int]] = []
+    for index in order:
+        if groups and (len(groups[-1]) + 1) * widths[groups[-1][0]] <= budget and len(groups[-1]) < max_size:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def _shared_prompt_losses(
+    model: nn.Module, questions: Sequence[ChoiceQuestion], device: torch.device
+) -> list[list[float]]:
+    """Each choice's mean continuation loss for a group of questions, each prompt computed once.
+
+    Pass 1 runs the right-padded prompts (``[Q, Wp]``) with the cache on; the last real position of
+    each prompt predicts the first token of each of its choices. The cache rows are then selected
+    once per choice (``[R, Wp]``, R choices in all), and pass 2 runs every choice's tokens after it
+    (``[R, L]``, right-padded) with the positions of the unpadded sequence and an attention mask that
+    hides the prompt's padding slots; position ``t`` of a choice predicts its token ``t + 1``.
+    """
+    prompt_lengths = torch.tensor([len(q.prompt) for q in questions], device=device)
+    counts = torch.tensor([len(q.choices) for q in questions], device=device)
+    width = int(prompt_lengths.max())
+    prompts = torch.zeros(len(questions), width, dtype=torch.long)
+    for row, question in enumerate(questions):
+        prompts[row, : len(question.prompt)] = torch.tensor(question.prompt)
+    out = model(input_ids=prompts.to(device), use_cache=True)
+    rows = torch.repeat_interleave(
+        torch.arange(len(questions), device=device), counts
+    )  # question of each choice
+    firsts = out.logits[torch.arange(len(questions), device=device), prompt_lengths - 1].float()[
+        rows
+    ]  # [R, V]
+    choices = [choice for question in questions for choice in question.choices]
+    lengths = torch.tensor([len(c) for c in choices], device=device)
+    first_tokens = torch.tensor([c[0] for c in choices], device=device)
+    token_losses = [F.cross_entropy(firsts, first_tokens, reduction="none")]
+    segments = [torch.arange(len(choices), device=device)]
+    longest = int(lengths.max())
+    if longest > 1:
         cache = cache_of(out)
-        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-            raise TypeError("the model returned no repeatable key/value cache")
-        cache.batch_repeat_interleave(count)
-        ids = torch.zeros(count, width, dtype=torch.long)
-        for row, choice in enumerate(question.choices):
+        if cache is None or not hasattr(cache, "batch_select_indices"):
+            raise TypeError("the model returned no selectable key/value cache")
+        cache.batch_select_indices(rows)
+        ids = torch.zeros(len(choices), longest, dtype=torch.long)
+        for row, choice in enumerate(choices):
             ids[row, : len(choice)] = torch.tensor(choice)
         ids = ids.to(device)
-        columns = torch.arange(width, device=device)
-        mask = torch.cat(
-            [
-                torch.ones(count, prompt_len, dtype=torch.long, device=device),
-                (columns < lengths[:, None]).long(),
-            ],
-            dim=1,
-        )
+        columns = torch.arange(longest, device=device)
+        prompt_mask = torch.arange(width, device=device) < prompt_lengths[rows][:, None]
+        mask = torch.cat([prompt_mask, columns < lengths[:, None]], dim=1).long()
+        positions = prompt_lengths[rows][:, None] + columns
         logits = model(
-            input_ids=ids, attention_mask=mask, use_cache=True, **cache_kwargs(model, cache)
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **cache_kwargs(model, cache),
         ).logits
-        scored = columns[: width - 1] < (lengths[:, None] - 1)  # position t predicts token t + 1
-        rest = F.cross_entropy(logits[:, :-1][scored].float(), ids[:, 1:][scored], reduction="none")
-        token_losses.append(rest)
-        segments = torch.cat(
-            [
-                torch.arange(count, device=device),
-                torch.repeat_interleave(torch.arange(count, device=device), lengths - 1),
-            ]
+        scored = columns[: longest - 1] < (lengths[:, None] - 1)
+        token_losses.append(
+            F.cross_entropy(logits[:, :-1][scored].float(), ids[:, 1:][scored], reduction="none")
         )
-    else:
-        segments = torch.arange(count, device=device)
-    sums = torch.zeros(count, dtype=torch.float32, device=device)
-    sums.index_add_(0, segments, torch.cat(token_losses))
-    return [_finite(x) for x in (sums / lengths).tolist()]
+        segments.append(torch.repeat_interleave(torch.arange(len(choices), device=device), lengths - 1))
+    sums = torch.zeros(len(choices), dtype=torch.float32, device=device)
+    sums.index_add_(0, torch.cat(segments), torch.cat(token_losses))
+    flat = [_finite(x) for x in (sums / lengths).tolist()]
+    out_rows: list[list[float]] = []
+    for question in questions:
+        out_rows.append(flat[: len(question.choices)])
+        flat = flat[len(question.choices) :]
+    return out_rows
 
 
 def _engine_losses(model: nn.Module, question: ChoiceQuestion, device: torch.device) -> list[float]:
@@ -128,35 +161,60 @@ def _engine_losses(model: nn.Module, question: ChoiceQuestion, device: torch.dev
     return compute_losses(model, samples, device)
 
 
+def _free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _one_question(model: nn.Module, question: ChoiceQuestion, device: torch.device) -> list[float]:
+    """One question on its shared prompt; if that raises (a model without a usable cache), through
+    the response-loss engine, which gives the same numbers or ``inf`` for what fails."""
+    try:
+        return _shared_prompt_losses(model, [question], device)[0]
+    except Exception:  # noqa: BLE001 - see above
+        _free(device)
+        return _engine_losses(model, question, device)
+
+
 def choice_losses(
     model: nn.Module,
     questions: Sequence[ChoiceQuestion],
     device: torch.device | str,
     *,
     shared_prompt: bool = True,
+    token_budget: int | None = None,
+    max_questions: int = 32,
 ) -> list[list[float]]:
     """Mean continuation loss of every choice of every question (``inf`` where it cannot be scored;
-    every choice ``inf`` for an invalid question). ``shared_prompt=False`` uses the response-loss
-    engine instead (the prompt recomputed per choice), for comparison."""
+    every choice ``inf`` for an invalid question). Questions are grouped by prompt length under
+    ``token_budget`` padded prompt tokens (``None``: the engine's default for the device) and at most
+    ``max_questions``; a group that raises is retried question by question, then through the
+    response-loss engine. ``shared_prompt=False`` uses the engine alone (the prompt recomputed per
+    choice), for comparison."""
     device = torch.device(device)
     vocab = _vocab(model)
+    results: list[list[float]] = [[math.inf] * len(q.choices) for q in questions]
+    valid = [i for i, q in enumerate(questions) if q.is_valid(vocab)]
+    if not shared_prompt:
+        for index in valid:
+            results[index] = _engine_losses(model, questions[index], device)
+        return results
+    if token_budget is None:
+        token_budget = CPU_TOKEN_BUDGET if device.type == "cpu" else ACCELERATOR_TOKEN_BUDGET
+    widths = [len(q.prompt) for q in questions]
+    order = sorted(valid, key=lambda i: -widths[i])
     was_training = model.training
     model.eval()
-    results: list[list[float]] = []
     try:
         with torch.inference_mode():
-            for question in questions:
-                if not question.is_valid(vocab):
-                    results.append([math.inf] * len(question.choices))
-                    continue
-                if shared_prompt:
-                    try:
-                        results.append(_shared_prompt_losses(model, question, device))
-                        continue
-                    except Exception:  # noqa: BLE001 - a model without a usable cache: the engine path
-                        if device.type == "cuda":
-                            torch.cuda.empty_cache()
-                results.append(_engine_losses(model, question, device))
+            for group in _groups(order, widths, max(token_budget, 1), max(max_questions, 1)):
+                try:
+                    rows = _shared_prompt_losses(model, [questions[i] for i in group], device)
+                except Exception:  # noqa: BLE001 - a miner's model may fail in any way: one by one
+                    _free(device)
+                    rows = [_one_question(model, questions[i], device) for i in group]
+                for index, row in zip(group, rows, strict=True):
+                    results[index] = row
     finally:
         model.train(was_training)
     return results

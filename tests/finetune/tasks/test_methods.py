@@ -212,3 +212,27 @@ def test_generation_scores_check_the_decoded_text_against_the_rules() -> None:
 
     scores = generation_scores(model, prompts, "cpu", decode=decode, eos_ids=[0], max_new_tokens=3)
     assert scores == [1.0, 0.5] and decoded["calls"] == 2
+
+
+def test_a_model_without_a_usable_cache_falls_back_to_the_engine_with_the_same_numbers() -> None:
+    model = llama(8)
+
+    class NoCache(torch.nn.Module):
+        """Answers every forward without a key/value cache (as some custom decoders do)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+            self.config = model.config
+
+        def get_input_embeddings(self) -> torch.nn.Module:
+            return model.get_input_embeddings()
+
+        def forward(self, **kwargs: object) -> object:
+            kwargs["use_cache"] = False
+            return self.inner(**kwargs)
+
+    qs = questions(9, 5)
+    got = choice_losses(NoCache(), qs, "cpu", token_budget=64)
+    for row, want in zip(got, choice_losses_reference(model, qs, "cpu"), strict=True):
+        assert row == pytest.approx(want, abs=TOLERANCE)
