@@ -64,3 +64,16 @@ def misbehaving_loader(path: Path, *, device: str, dtype: torch.dtype) -> Any:
         return _Exploding()
     seed = int(name.split("-")[-1])
     return tiny_model(seed).to(dtype)
+
+
+def local_model(seed: int) -> LlamaForCausalLM:
+    """A model of the local competition's shape (its 2k-token vocabulary), random weights of ``seed``."""
+    from constants.competitions import LOCAL_ASSETS
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig.from_json_file(str(LOCAL_ASSETS / "config.json")))
+
+
+def local_loader(path: Path, *, device: str, dtype: torch.dtype) -> Any:
+    """``local-N``: :func:`local_model` of seed N."""
+    return local_model(int(path.name.split("-")[-1])).to(dtype)
