@@ -59,7 +59,8 @@ class SourceSpec:
     """Where a task's samples come from: a source ``kind`` and the keyword options that build it."""
 
     kind: str
-    options: _Options = ()
+    options: Mapping[str, Any] | _Options = ()
+    """Keyword options of the source; stored as a sorted tuple of pairs (hashable)."""
 
     def __post_init__(self) -> None:
         if not self.kind.strip():
@@ -79,7 +80,8 @@ class EvalTask:
     source: SourceSpec
     method: Method
     weight: float = 1.0
-    options: _Options = ()
+    options: Mapping[str, Any] | _Options = ()
+    """Options of the method (and of the step: ``samples``, ``timeout_s``); stored as a sorted tuple."""
 
     def __post_init__(self) -> None:
         if not self.name.strip():

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Literal, TypeVar
 
 from finetune.data.seeding import derive_seed
-from finetune.data.synthetic import ITEMS, WORDS, SyntheticSource, split_of
+from finetune.data.synthetic import ITEMS, WORDS, SyntheticSource, split_of, word_sorting_example
 from finetune.data.task_samples import ChoiceSample, RuleSample
 from finetune.tasks.rules import BulletCount, Casing, Keyword, Rule, SortedWords, WordCount
 
@@ -115,9 +115,9 @@ class WordSortingSource:
         return f"WordSortingSource(split={self.split!r}, words={self.min_words}..{self.max_words})"
 
     def _make(self, rng: random.Random) -> tuple[str, RuleSample]:
-        words = tuple(rng.sample(WORDS, rng.randint(self.min_words, self.max_words)))
-        rule = SortedWords(words)
-        return "wordsort:" + " ".join(words), RuleSample(rule.describe(), (rule,), " ".join(sorted(words)))
+        key, prompt, answer = word_sorting_example(rng, self.min_words, self.max_words)
+        rule = SortedWords(tuple(key.removeprefix("wordsort:").split()))
+        return key, RuleSample(prompt, (rule,), answer)
 
     def sample(self, n: int, *, seed: int) -> list[RuleSample]:
         rng = random.Random(derive_seed(seed, "word_sorting", self.split))

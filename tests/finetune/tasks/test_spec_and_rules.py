@@ -17,7 +17,7 @@ SYNTHETIC = SourceSpec("synthetic", {"split": "heldout"})
 
 
 def test_tasks_are_frozen_hashable_data_with_order_free_options() -> None:
-    a = EvalTask("t", SourceSpec("word_sorting", {"min_words": 3, "split": "train"}), "generation_rules", 0.5)  # type: ignore[arg-type]
+    a = EvalTask("t", SourceSpec("word_sorting", {"min_words": 3, "split": "train"}), "generation_rules", 0.5)
     b = EvalTask(
         "t", SourceSpec("word_sorting", (("split", "train"), ("min_words", 3))), Method.GENERATION_RULES, 0.5
     )
@@ -118,3 +118,18 @@ def test_rule_score_is_the_fraction_met() -> None:
     assert rule_score("fig", rules) == pytest.approx(2 / 3)
     assert rule_score("", rules) == 0.0
     assert rule_score("x", ()) != rule_score("x", ())  # nan: nothing to judge
+
+
+def test_the_local_multi_task_definition_builds_every_source() -> None:
+    from constants.tasks_local import LOCAL_EXTRA_TASKS, LOCAL_MULTI_TASKS
+    from finetune.data import make_source
+
+    assert [t.method for t in LOCAL_MULTI_TASKS] == [
+        Method.RESPONSE_LOSS,
+        Method.MULTIPLE_CHOICE,
+        Method.GENERATION_RULES,
+    ]
+    for task in LOCAL_MULTI_TASKS:
+        assert len(build_task_source(task).sample(3, seed=1)) == 3
+    training = make_source("synthetic", split="train", extra_tasks=LOCAL_EXTRA_TASKS)
+    assert any(p.startswith("Sort the following words") for p, _ in training.sample(100, seed=2))
