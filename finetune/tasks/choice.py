@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from finetune.losses import ACCELERATOR_TOKEN_BUDGET, CPU_TOKEN_BUDGET, compute_losses
-from finetune.tasks.cache import cache_kwargs, cache_of
+from finetune.tasks.cache import cache_kwargs, cache_of, keep_logits
 
 __all__ = [
     "ChoiceQuestion",
@@ -104,13 +104,13 @@ def _shared_prompt_losses(
     prompts = torch.zeros(len(questions), width, dtype=torch.long)
     for row, question in enumerate(questions):
         prompts[row, : len(question.prompt)] = torch.tensor(question.prompt)
-    out = model(input_ids=prompts.to(device), use_cache=True)
-    rows = torch.repeat_interleave(
-        torch.arange(len(questions), device=device), counts
-    )  # question of each choice
-    firsts = out.logits[torch.arange(len(questions), device=device), prompt_lengths - 1].float()[
-        rows
-    ]  # [R, V]
+    last = prompt_lengths - 1  # the position predicting each question's first choice token
+    keep = torch.unique(last)  # sorted; the head runs on these columns only (when the model allows)
+    kept = keep_logits(model, keep)
+    out = model(input_ids=prompts.to(device), use_cache=True, **kept)
+    at = torch.searchsorted(keep, last) if kept else last
+    rows = torch.repeat_interleave(torch.arange(len(questions), device=device), counts)  # per choice
+    firsts = out.logits[torch.arange(len(questions), device=device), at].float()[rows]  # [R, V]
     choices = [choice for question in questions for choice in question.choices]
     lengths = torch.tensor([len(c) for c in choices], device=device)
     first_tokens = torch.tensor([c[0] for c in choices], device=device)

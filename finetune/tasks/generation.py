@@ -28,7 +28,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from finetune.tasks.cache import cache_kwargs, cache_of
+from finetune.tasks.cache import cache_kwargs, cache_of, keep_logits
 from finetune.tasks.rules import Rule, rule_score
 
 __all__ = [
@@ -93,7 +93,8 @@ def _generate_batch(
         mask[row, width - len(prompt) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    last_only = keep_logits(model, 1)  # left padding: every row's next token is the last column
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_only)
     eos_ids = torch.tensor(sorted(eos), dtype=torch.long, device=device)
     finished = torch.zeros(count, dtype=torch.bool, device=device)
     generated: list[torch.Tensor] = []
