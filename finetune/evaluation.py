@@ -2,9 +2,13 @@
 
 A miner's model can crash the process that runs it (a CUDA device-side assert, an abort in a kernel,
 an out-of-memory kill) or hang. So the validator never runs one in its own process: each device has a
-worker (``multiprocessing`` spawn) that loads a model from disk, computes its per-sample losses with
-:func:`finetune.losses.compute_losses` and answers. A worker that dies or passes its time limit is
-killed and restarted; the model scores ``inf`` on every sample and the step goes on.
+worker (``multiprocessing`` spawn) that loads a model from disk, scores it on the task's samples with
+the task's method (:mod:`finetune.tasks.dispatch`: response loss by default, text loss, multiple
+choice, greedy generation) and answers. A worker that dies or passes its time limit is killed and
+restarted; the model gets the method's failure value on every sample of that task (``inf`` for a
+loss, ``nan`` for a score: it wins nothing there) and the step goes on, its other tasks included.
+A generation stops by itself before the time limit (``time_limit_s``, by default 80% of it), so a slow
+model keeps what it generated; one that hangs inside a forward is killed.
 
 While a model is evaluated the worker reads the next one from disk into host memory on a thread
 (prefetch), so at most one model is on the device and one more is in host memory.
@@ -30,12 +34,18 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from constants.tasks import Method
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOADER = "finetune.checks:load_model"
 
-TokenSamples = Sequence[tuple[Sequence[int], int]]
-"""Samples as plain data: (token ids, prompt length)."""
+TokenSamples = Sequence[Any]
+"""A task's samples as plain data, in the shape its method takes (:mod:`finetune.tasks.dispatch`):
+``(token ids, prompt length)`` pairs for response loss."""
+
+GENERATION_TIME_SHARE = 0.8
+"""Share of the worker's time limit a generation may use before it stops by itself."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +58,14 @@ class EvalJob:
 
 @dataclass(frozen=True)
 class EvalResult:
+    """One model's per-sample values on a task: ``losses`` are losses, or scores for the score methods
+    (``nan`` for generation until its ``outputs``, the generated ids, are checked against the rules)."""
+
     key: str
     losses: list[float]
     error: str | None
     seconds: float
+    outputs: list[list[int] | None] | None = None
 
 
 def _resolve(dotted: str) -> Callable[..., Any]:
@@ -61,7 +75,7 @@ def _resolve(dotted: str) -> Callable[..., Any]:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """How a worker loads and scores models."""
+    """How a worker loads and scores models (the method and its samples come with each task)."""
 
     device: str
     dtype: str = "float32"
@@ -71,18 +85,20 @@ class WorkerSpec:
 
 
 def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
-    """The worker process: answer ("eval", key, path, next_path) with ("result", key, losses)."""
+    """The worker process: ("samples", method, samples, options) sets the task, answered ("ready",);
+    ("eval", key, path, next_path, expected) is answered ("result", key, values, outputs, error)."""
     import torch
     import transformers
 
-    from finetune.losses import compute_losses
+    from finetune.tasks import dispatch
 
     transformers.utils.logging.disable_progress_bar()  # one bar per model load is noise in the logs
     loader = _resolve(spec.loader)
     loader_kwargs = dict(spec.loader_kwargs)
     device, token_budget = spec.device, spec.token_budget
     torch_dtype = getattr(torch, spec.dtype)
-    samples: list[tuple[torch.Tensor, int]] = []
+    method, options = Method.RESPONSE_LOSS, {}
+    samples: list[Any] = []
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
     prefetched: dict[str, Any] = {}
 
@@ -95,12 +111,18 @@ def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
         if kind == "stop":
             return
         if kind == "samples":
-            samples = [(torch.tensor([list(ids)], dtype=torch.long), int(p)) for ids, p in message[1]]
+            method, options = Method(message[1]), dict(message[3])
+            try:
+                samples = dispatch.prepare(method, message[2])
+            except ValueError:  # the validator's own data: a bug, but it must cost only this task
+                logger.exception("evaluation worker got malformed %s samples", method)
+                samples = []
             conn.send(("ready",))
             continue
         _, key, path, next_path, expected = message
         if len(samples) != expected:  # never score against samples other than the step's
-            conn.send(("result", key, [math.inf] * expected, f"worker holds {len(samples)} samples"))
+            failed = dispatch.failed_values(method, expected)
+            conn.send(("result", key, failed, None, f"worker holds {len(samples)} samples"))
             continue
         try:
             future = prefetched.pop(path, None)
@@ -109,15 +131,51 @@ def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
             if next_path is not None:
                 prefetched[next_path] = pool.submit(load, next_path)
             model = model.to(device)
-            losses = compute_losses(model, samples, device, token_budget=token_budget)
-            conn.send(("result", key, losses, None))
+            values, outputs = dispatch.run(
+                method, model, samples, device, token_budget=token_budget, options=options
+            )
+            conn.send(("result", key, values, outputs, None))
         except Exception as exc:  # noqa: BLE001 -- any failure of one model is reported, not fatal
-            conn.send(("result", key, [math.inf] * len(samples), f"{type(exc).__name__}: {exc}"))
+            failed = dispatch.failed_values(method, len(samples))
+            conn.send(("result", key, failed, None, f"{type(exc).__name__}: {exc}"))
         finally:
             model = None
             gc.collect()
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
+
+
+def _plain(method: Method, samples: TokenSamples) -> list[Any]:
+    """A task's samples as plain python data (ints and lists) for the pipe, whatever they came as
+    (tensors, ``finetune.tasks.choice.ChoiceQuestion``, ``finetune.tasks.generation.RulePrompt``)."""
+
+    def ints(ids: Any) -> list[int]:
+        flat = ids.reshape(-1).tolist() if hasattr(ids, "reshape") else ids
+        return [int(x) for x in flat]
+
+    if method is Method.RESPONSE_LOSS:
+        return [(ints(ids), int(p)) for ids, p in samples]
+    if method is Method.TEXT_LOSS:
+        return [ints(ids) for ids in samples]
+    if method is Method.MULTIPLE_CHOICE:
+        questions = [(q.prompt, q.choices, q.answer) if hasattr(q, "choices") else q for q in samples]
+        return [(ints(p), [ints(c) for c in cs], int(a)) for p, cs, a in questions]
+    return [ints(getattr(s, "prompt", s)) for s in samples]
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One ``evaluate`` call's task as the workers get it: method, plain samples, options, limit."""
+
+    method: Method
+    samples: list[Any]
+    options: tuple[tuple[str, Any], ...]
+    timeout_s: float
+
+
+def _failed(method: Method, count: int) -> list[float]:
+    """What a model that could not be scored gets: ``inf`` losses, ``nan`` scores."""
+    return [math.nan if method.higher_is_better else math.inf] * count
 
 
 class _Worker:
@@ -226,21 +284,32 @@ class Evaluator:
         jobs: Sequence[EvalJob],
         samples: TokenSamples,
         *,
+        method: Method | str = Method.RESPONSE_LOSS,
+        options: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
         on_result: Callable[[EvalResult], None] | None = None,
     ) -> dict[str, EvalResult]:
-        """Losses of every job's model on ``samples``; a model that fails scores ``inf`` everywhere.
-        ``on_result`` is called as each model finishes (progress display)."""
-        plain = [(list(map(int, ids)), int(p)) for ids, p in samples]
+        """Every job's model scored on one task's ``samples`` with ``method`` (``options`` are the
+        method's, ``timeout_s`` overrides the evaluator's limit per model for this call); a model that
+        fails gets the method's failure value everywhere. ``on_result`` is called as each model
+        finishes (progress display)."""
+        method = Method(method)
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        settings = dict(options or {})
+        if method is Method.GENERATION_RULES:
+            settings.setdefault("time_limit_s", GENERATION_TIME_SHARE * limit)
+        task = _Task(method, _plain(method, samples), tuple(sorted(settings.items())), limit)
         shares = [list(jobs[i :: len(self._workers)]) for i in range(len(self._workers))]
         done = on_result or (lambda _: None)
         with self._lock, ThreadPoolExecutor(max_workers=len(self._workers)) as pool:
             parts = pool.map(
-                self._run_on, self._workers, shares, [plain] * len(self._workers), [done] * len(shares)
+                self._run_on, self._workers, shares, [task] * len(self._workers), [done] * len(shares)
             )
             return {result.key: result for part in parts for result in part}
 
-    def _send_samples(self, worker: _Worker, samples: list[tuple[list[int], int]]) -> bool:
-        answer = worker.request(("samples", samples), timeout_s=self.startup_timeout_s)
+    def _send_samples(self, worker: _Worker, task: _Task) -> bool:
+        message = ("samples", task.method.value, task.samples, task.options)
+        answer = worker.request(message, timeout_s=self.startup_timeout_s)
         if isinstance(answer, str):
             logger.error("evaluation worker on %s did not start; restarting it", worker.device)
             worker.restart()
@@ -251,9 +320,10 @@ class Evaluator:
         self,
         worker: _Worker,
         jobs: list[EvalJob],
-        samples: list[tuple[list[int], int]],
+        task: _Task,
         done: Callable[[EvalResult], None],
     ) -> list[EvalResult]:
+        count = len(task.samples)
         results: list[EvalResult] = []
         ready = False
         for index, job in enumerate(jobs):
@@ -262,12 +332,12 @@ class Evaluator:
             answer: tuple[Any, ...] | str = "crashed"
             for prefetch in (following, None):
                 if not ready:
-                    ready = self._send_samples(worker, samples)
+                    ready = self._send_samples(worker, task)
                 if not ready:
                     answer = "did not take the samples"  # nothing to evaluate against: inf, no eval
                     break
-                message = ("eval", job.key, str(job.path), prefetch, len(samples))
-                answer = worker.request(message, timeout_s=self.timeout_s)
+                message = ("eval", job.key, str(job.path), prefetch, count)
+                answer = worker.request(message, timeout_s=task.timeout_s)
                 if not isinstance(answer, str):
                     break
                 logger.warning(
@@ -285,15 +355,16 @@ class Evaluator:
             seconds = time.monotonic() - started
             if isinstance(answer, str):
                 error = f"worker on {worker.device} {answer}" + (
-                    f" (limit {self.timeout_s:g} s)" if answer == "timeout" else ""
+                    f" (limit {task.timeout_s:g} s)" if answer == "timeout" else ""
                 )
-                results.append(EvalResult(job.key, [math.inf] * len(samples), error, seconds))
+                results.append(EvalResult(job.key, _failed(task.method, count), error, seconds))
             else:
-                _, key, losses, error = answer
-                if len(losses) != len(samples):
-                    losses, error = [math.inf] * len(samples), f"worker returned {len(losses)} losses"
+                _, key, values, outputs, error = answer
+                if len(values) != count or (outputs is not None and len(outputs) != count):
+                    values, outputs = _failed(task.method, count), None
+                    error = f"worker returned {len(values)} values"
                 if error is not None:
-                    logger.warning("model of %s scored inf: %s", key, error)
-                results.append(EvalResult(key, [float(x) for x in losses], error, seconds))
+                    logger.warning("model of %s scored nothing on %s: %s", key, task.method, error)
+                results.append(EvalResult(key, [float(x) for x in values], error, seconds, outputs))
             done(results[-1])
         return results

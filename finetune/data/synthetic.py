@@ -2,6 +2,9 @@
 
 Tasks: small additions and subtractions, reversing a short word list, sorting a few numbers, key/value
 recall, counting items, copying or upper-casing words; each in several phrasings, with short answers.
+``extra_tasks`` adds tasks that evaluation tasks judge by generation (``word_sorting``: sort a few words
+alphabetically, in the exact words of the word-sorting evaluation task), so miners of a multi-task
+competition can train on them; without it the samples are the same as ever.
 
 Train and held-out splits partition the *task parameter space*: every example has a canonical key (the
 task and its parameters, not the phrasing), and SHA-256 of the key decides its split
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from finetune.data.protocol import Sample
 from finetune.data.seeding import derive_seed
+from finetune.tasks.rules import SortedWords
 
 Split = Literal["train", "heldout"]
 Example = tuple[str, str, str]
@@ -129,6 +133,13 @@ def _copy(rng: random.Random) -> Example:
     return f"upper:{text}", rng.choice(phrasings).format(w=text), text.upper()
 
 
+def word_sorting_example(rng: random.Random, min_words: int = 3, max_words: int = 5) -> Example:
+    """Sort ``min_words`` to ``max_words`` distinct words alphabetically (the prompt is the rule's own
+    instruction, :class:`~finetune.tasks.rules.SortedWords`)."""
+    words = tuple(rng.sample(WORDS, rng.randint(min_words, max_words)))
+    return "wordsort:" + " ".join(words), SortedWords(words).describe(), " ".join(sorted(words))
+
+
 TASKS: dict[str, Callable[[random.Random], Example]] = {
     "arithmetic": _arithmetic,
     "reverse": _reverse,
@@ -139,21 +150,31 @@ TASKS: dict[str, Callable[[random.Random], Example]] = {
 }
 
 
-class SyntheticSource:
-    """Small generated tasks; ``split`` picks the train or the held-out part of the task space."""
+EXTRA_TASKS: dict[str, Callable[[random.Random], Example]] = {"word_sorting": word_sorting_example}
+"""Tasks added on request (``extra_tasks``), for competitions that judge them."""
 
-    def __init__(self, split: str = "train") -> None:
+
+class SyntheticSource:
+    """Small generated tasks; ``split`` picks the train or the held-out part of the task space;
+    ``extra_tasks`` names tasks of ``EXTRA_TASKS`` to mix in (each as likely as any other task)."""
+
+    def __init__(self, split: str = "train", *, extra_tasks: Sequence[str] = ()) -> None:
         if split not in ("train", "heldout"):
             raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        unknown = sorted(set(extra_tasks) - set(EXTRA_TASKS))
+        if unknown:
+            raise ValueError(f"unknown extra tasks {unknown}; expected some of {sorted(EXTRA_TASKS)}")
         self.split: Split = "train" if split == "train" else "heldout"
+        self.extra_tasks = tuple(dict.fromkeys(extra_tasks))
 
     def __repr__(self) -> str:
-        return f"SyntheticSource(split={self.split!r})"
+        extra = f", extra_tasks={self.extra_tasks!r}" if self.extra_tasks else ""
+        return f"SyntheticSource(split={self.split!r}{extra})"
 
     def examples(self, n: int, *, seed: int) -> list[Example]:
         """``n`` (key, prompt, response) examples of this split, determined by ``seed``."""
         rng = random.Random(derive_seed(seed, "synthetic", self.split))
-        tasks = list(TASKS.values())
+        tasks = list(TASKS.values()) + [EXTRA_TASKS[name] for name in self.extra_tasks]
         examples: list[Example] = []
         for _ in range(max(0, n)):
             for _ in range(MAX_TRIES_PER_SAMPLE):

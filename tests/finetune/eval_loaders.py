@@ -29,8 +29,31 @@ class _Exploding(torch.nn.Module):
         raise RuntimeError("device-side assert triggered")
 
 
+class _DecodeTrap(torch.nn.Module):
+    """A working model that hangs (or aborts the process) on the first one-token forward on top of a
+    cache, i.e. only while generating: every other method scores it normally."""
+
+    def __init__(self, inner: LlamaForCausalLM, *, hang: bool) -> None:
+        super().__init__()
+        self.inner, self.hang = inner, hang
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.inner.get_input_embeddings()
+
+    def forward(self, **kwargs: Any) -> Any:
+        ids = kwargs.get("input_ids")
+        cached = kwargs.get("cache", kwargs.get("past_key_values")) is not None
+        if cached and ids is not None and ids.shape[1] == 1:
+            if self.hang:
+                time.sleep(3600)
+            os.abort()
+        return self.inner(**kwargs)
+
+
 def misbehaving_loader(path: Path, *, device: str, dtype: torch.dtype) -> Any:
     name = path.name
+    if name.startswith(("genhang", "genabort")):
+        return _DecodeTrap(tiny_model(int(name.split("-")[-1])).to(dtype), hang=name.startswith("genhang"))
     if name.startswith("abort"):
         os.abort()  # what a CUDA device-side assert does to the process
     if name.startswith("hang"):
@@ -41,3 +64,16 @@ def misbehaving_loader(path: Path, *, device: str, dtype: torch.dtype) -> Any:
         return _Exploding()
     seed = int(name.split("-")[-1])
     return tiny_model(seed).to(dtype)
+
+
+def local_model(seed: int) -> LlamaForCausalLM:
+    """A model of the local competition's shape (its 2k-token vocabulary), random weights of ``seed``."""
+    from constants.competitions import LOCAL_ASSETS
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig.from_json_file(str(LOCAL_ASSETS / "config.json")))
+
+
+def local_loader(path: Path, *, device: str, dtype: torch.dtype) -> Any:
+    """``local-N``: :func:`local_model` of seed N."""
+    return local_model(int(path.name.split("-")[-1])).to(dtype)

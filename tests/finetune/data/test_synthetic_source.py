@@ -64,3 +64,23 @@ def test_answers_are_correct() -> None:
 def test_unknown_split_is_rejected() -> None:
     with pytest.raises(ValueError):
         SyntheticSource("test")
+
+
+def test_word_sorting_can_be_mixed_in_for_multi_task_competitions() -> None:
+    from finetune.data.generated import WordSortingSource
+    from finetune.tasks.rules import SortedWords
+
+    plain = SyntheticSource("train").examples(700, seed=4)
+    assert not any(key.startswith("wordsort:") for key, _, _ in plain)
+    mixed = SyntheticSource("train", extra_tasks=["word_sorting"]).examples(700, seed=4)
+    sorting = [(key, prompt, answer) for key, prompt, answer in mixed if key.startswith("wordsort:")]
+    assert 60 <= len(sorting) <= 150  # one task in seven
+    for key, prompt, answer in sorting:
+        rule = SortedWords(tuple(key.removeprefix("wordsort:").split()))
+        assert prompt == rule.describe() and rule.check(answer) and split_of(key) == "train"
+    # the evaluation task asks in the same words, and never a problem a miner trained on
+    heldout = {s.prompt for s in WordSortingSource("heldout").sample(500, seed=4)}
+    assert {prompt for _, prompt, _ in sorting}.isdisjoint(heldout)
+    assert all(p.startswith("Sort the following words alphabetically: ") for p in heldout)
+    with pytest.raises(ValueError, match="unknown extra tasks"):
+        SyntheticSource("train", extra_tasks=["juggling"])
