@@ -8,9 +8,7 @@ is parsed and checked before torch and the network libraries are imported.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -44,13 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        validator.run(stop=stop, max_steps=args.max_steps)
-    finally:
-        validator.evaluator.close()
+    from finetune.validator.shutdown import run_until_signalled
+
+    # SIGTERM (pm2 stop) or SIGINT stop the validator within seconds, whatever it is waiting on
+    run_until_signalled(validator, max_steps=args.max_steps)
     return 0
 
 
