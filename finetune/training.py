@@ -56,7 +56,7 @@ class TrainConfig:
     lr: float = 2e-5
     num_epochs: int | None = 1
     """Epochs to run (counting those of a resumed checkpoint); ``None`` trains until interrupted."""
-    samples_per_epoch: int = 2048
+    samples_per_epoch: int = 4096
     accumulation_steps: int = 4
     micro_batch_size: int = 4
     eval_samples: int = 256
