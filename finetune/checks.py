@@ -27,6 +27,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from constants.competitions import Competition
 from finetune.safetensors_scan import SCAN_BYTES_PER_ELEMENT, Header, read_safetensors_header, scan_weights
+from model.model_files import is_model_file
 from model.storage.hub.protocol import RepoInfo
 from utilities.errors import ModelRejectedError, UnsafePathError
 from utilities.files import check_contained
@@ -36,6 +37,8 @@ ALLOWED_NAMES = frozenset({".gitattributes", "LICENSE", "NOTICE", "merges.txt", 
 FORBIDDEN_SUFFIXES = frozenset(
     ".bin .pt .pth .pkl .pickle .ckpt .py .pyc .so .h5 .msgpack .npy .npz .joblib".split()
 )
+FOREIGN_WEIGHTS = frozenset(".bin .pt .pth .pkl .pickle .ckpt .h5 .msgpack .npy .npz .gguf".split())
+"""Suffixes of weights in other formats (pickle above all), which a validator never downloads or loads."""
 FORBIDDEN_NAMES = frozenset({"adapter_config.json"})
 """A PEFT adapter config makes ``from_pretrained`` load the base model it names, from anywhere."""
 CODE_KEYS = frozenset(
@@ -70,13 +73,14 @@ def check_path(name: str) -> None:
 
 def check_file_name(name: str) -> None:
     """Refuse a path that is unsafe (``unsafe_path``) or not a data file a model needs (``forbidden_file``):
-    only safetensors weights, JSON, text, Jinja templates, sentencepiece models and docs are allowed."""
+    only safetensors weights, JSON, text, Jinja templates, sentencepiece models and docs are allowed, by
+    suffix (``tokenizer.model``, ``tokenizer.json``): a ``tokenizer.sh`` or ``tokenizer.exe`` is not."""
     check_path(name)
     base = PurePosixPath(name).name
     suffix = PurePosixPath(base).suffix.lower()
     if suffix in FORBIDDEN_SUFFIXES or base in FORBIDDEN_NAMES:
         raise Rejected("forbidden_file", f"file {name!r} is not allowed (pickle, code or foreign weights)")
-    if suffix not in ALLOWED_SUFFIXES and base not in ALLOWED_NAMES and not base.startswith("tokenizer"):
+    if suffix not in ALLOWED_SUFFIXES and base not in ALLOWED_NAMES:
         raise Rejected(
             "forbidden_file", f"file {name!r} is of an unknown type, not {sorted(ALLOWED_SUFFIXES)}"
         )
@@ -277,17 +281,33 @@ class ModelChecker:
         self._lock = threading.Lock()
 
     def check_repo(self, info: RepoInfo, competition: Competition) -> None:
-        """Check hub metadata before downloading: size, file count, file names, weights present."""
+        """Check hub metadata before downloading: size, file count, file names and weights present, all of
+        the model file set (:mod:`model.model_files`, the only files a validator downloads): a README, a
+        ``.gitattributes`` or a pickled ``training_args.bin`` beside the model is never fetched, so it is
+        neither counted nor refused; weights that exist only outside the set (``pytorch_model.bin``) are
+        ``no_weights``."""
         where = f"{info.repo_id}@{info.commit}"
-        if any(f.size < 0 for f in info.files) or info.total_size > competition.max_repo_bytes:
-            raise Rejected(
-                "too_large", f"{where}: {info.total_size} bytes, limit {competition.max_repo_bytes}"
-            )
-        if len(info.files) > self.max_files:
-            raise Rejected("too_large", f"{where} has {len(info.files)} files, more than {self.max_files}")
+        for entry in info.files:  # a listing with a path trick is hostile or broken, wherever it is
+            try:
+                check_path(entry.path)
+            except ModelRejectedError as exc:
+                raise Rejected(exc.reason, f"{where}: {exc}") from exc
+        files = [f for f in info.files if is_model_file(f.path)]
+        size = sum(f.size for f in files)
+        if any(f.size < 0 for f in files) or size > competition.max_repo_bytes:
+            limit = competition.max_repo_bytes
+            raise Rejected("too_large", f"{where}: the model files hold {size} bytes, limit {limit}")
+        if len(files) > self.max_files:
+            raise Rejected("too_large", f"{where} has {len(files)} model files, more than {self.max_files}")
         try:
-            check_files(f.path for f in info.files)
+            check_files(f.path for f in files)
         except ModelRejectedError as exc:
+            if exc.reason == "no_weights":
+                suffix = lambda f: PurePosixPath(f.path).suffix.lower()  # noqa: E731
+                others = sorted(f.path for f in info.files if suffix(f) in FOREIGN_WEIGHTS)
+                if others:
+                    problem = f"weights only as {', '.join(others[:3])}, which validators never load"
+                    raise Rejected("no_weights", f"{where}: {problem}: publish .safetensors") from exc
             raise Rejected(exc.reason, f"{where}: {exc}") from exc
 
     def check_folder(self, path: Path, competition: Competition) -> int:

@@ -1,11 +1,15 @@
 """The model updater: turns each hotkey's chain commitment into a verified model folder on disk.
 
 One hotkey (:meth:`ModelUpdater.sync`): parse the commitment; skip it if the tracker holds a final
-verdict for exactly this model and block; check fields, competition and age; let the checker refuse the
-repository from its metadata *before* any download; download into a fresh temporary folder inside the
-store root; verify the directory hash (plain or hotkey-salted) and the files; only then move the folder
-into place, so a partial or unverified download is never seen at a model's path. Every outcome goes to
-the :class:`~model.tracker.ModelTracker` and the log. Safety checks live above this package
+verdict for exactly this model and block; check fields and competition; let the checker refuse the
+repository from its metadata *before* any download; download only the model file set
+(:data:`model.model_files.MODEL_FILE_PATTERNS`, the files ``from_pretrained`` and the tokenizer read) into
+a fresh temporary folder inside the store root; verify the directory hash (plain or hotkey-salted) of that
+set and the files; only then move the folder into place, so a partial or unverified download is never
+seen at a model's path. A README, ``.gitattributes`` or a stray ``training_args.bin`` in the repository
+is neither sized, downloaded nor hashed. A model is downloaded as soon as it is committed: when it may be
+evaluated (the per-competition evaluation delay) is the validator's choice, not the updater's. Every
+outcome goes to the :class:`~model.tracker.ModelTracker` and the log. Safety checks live above this package
 (``finetune.checks``) and arrive through the :class:`Checker` protocol.
 
 The hub adapters bound their own transfers (``HuggingFaceHub``: ``transfer_timeout_s`` per attempt, a
@@ -35,6 +39,7 @@ from typing import Literal, Protocol, TypeVar
 from constants.competitions import MAINNET_SCHEDULE, Competition, ScheduleEntry, competition_at
 from model.data import ModelId, ModelMetadata
 from model.hashing import hash_directory, hash_weights, hash_with_hotkey
+from model.model_files import MODEL_FILE_PATTERNS, is_model_file
 from model.storage.chain.protocol import Chain, Commitment
 from model.storage.disk.model_store import TEMP_PREFIX, DiskModelStore
 from model.storage.hub.protocol import Hub, RepoInfo
@@ -53,7 +58,7 @@ from utilities.retry import CallTimeoutError, call_with_timeout
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-__all__ = ["TEMP_PREFIX", "Checker", "ModelUpdater", "SyncResult"]
+__all__ = ["TEMP_PREFIX", "Checker", "ModelUpdater", "SyncResult", "model_file_info"]
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 """A pinned commit: a branch or tag name could change under the committed hash."""
 
@@ -129,7 +134,7 @@ class ModelUpdater:
         checker: Checker,
         *,
         schedule: Sequence[ScheduleEntry] = MAINNET_SCHEDULE,
-        min_age_blocks: int = 10,
+        min_age_blocks: int = 0,
         attempts: int = 2,
         download_timeout_s: float = 4 * 3600.0,
         info_timeout_s: float = 600.0,
@@ -150,7 +155,8 @@ class ModelUpdater:
             raise ValueError("need max_store_bytes >= 0 and temp_grace_s >= 0")
         self._chain, self._hub, self._store = chain, hub, store
         self._tracker, self._checker, self._schedule = tracker, checker, tuple(schedule)
-        self._min_age_blocks, self._attempts, self._max_downloads = min_age_blocks, attempts, max_downloads
+        # min_age_blocks is accepted and ignored: the validator applies each competition's evaluation delay
+        self._attempts, self._max_downloads = attempts, max_downloads
         self._download_timeout_s, self._info_timeout_s = download_timeout_s, info_timeout_s
         self._retry_wait_s, self._backoff_s = retry_wait_s, backoff_s
         self._max_backoff_s = max(backoff_s, max_backoff_s)
@@ -253,7 +259,7 @@ class ModelUpdater:
         return SyncResult(hotkey, "ok", "", "verified", metadata.id, fetched=True)
 
     def _precheck(self, metadata: ModelMetadata, current_block: int) -> Competition:
-        """The checks that need no hub: fields present, competition active, commitment old enough."""
+        """The checks that need no hub: fields present, a pinned commit, competition active."""
         mid = metadata.id
         if mid.commit is None:
             raise _Verdict("misconfigured", "no_commit", f"{mid.repo_id} names no commit")
@@ -268,20 +274,17 @@ class ModelUpdater:
         if competition is None:
             problem = f"competition {mid.competition_id!r} is not active at block {current_block}"
             raise _Verdict("rejected", "competition", problem)
-        age = current_block - metadata.block
-        if age < self._min_age_blocks:
-            problem = f"committed {age} block(s) ago, at least {self._min_age_blocks} needed"
-            raise _Verdict("waiting", "too_young", problem)
         return competition
 
     def _repo_info(self, mid: ModelId, competition: Competition) -> RepoInfo:
-        """The repository's metadata, after the checker's look at it (before any download)."""
+        """The model file set's metadata, after the checker's look at the whole repository's (before any
+        download: the checker judges the model file set, and names pickle weights left outside it)."""
         what = f"{mid.repo_id}@{mid.commit}"
         read_info = functools.partial(self._hub.repo_info, mid.repo_id, commit=mid.commit or "")
         timed = functools.partial(call_with_timeout, read_info, timeout_s=self._info_timeout_s, what=what)
         info = self._retrying(f"repo_info {what}", timed)
         self._checker.check_repo(info, competition)
-        return info
+        return model_file_info(info)
 
     def _no_room(self, info: RepoInfo) -> str | None:
         """Why ``info``'s download must wait for the cleaner (``None``: it fits ``max_store_bytes``)."""
@@ -301,6 +304,7 @@ class ModelUpdater:
         temp = self._retrying(f"download {what}", functools.partial(self._download_once, mid), timeouts=False)
         try:
             check_contained(temp)
+            _prune_to_model_files(temp, what)
             plain = hash_directory(temp)
             if mid.hash not in (plain, hash_with_hotkey(plain, hotkey)):
                 problem = f"committed hash {mid.hash} is neither {plain} (what the hub serves) nor its salt"
@@ -328,7 +332,9 @@ class ModelUpdater:
 
         def transfer() -> Path:
             try:
-                return self._hub.download(mid.repo_id, commit=mid.commit or "", dest=temp)
+                return self._hub.download(
+                    mid.repo_id, commit=mid.commit or "", dest=temp, allow_patterns=MODEL_FILE_PATTERNS
+                )
             finally:
                 with self._lock:
                     state["done"] = True
@@ -396,6 +402,25 @@ class ModelUpdater:
         logger.log(level, "hotkey %s: %s %s (%s): %s", hotkey, _describe(record), status, reason, message)
         model_id = None if metadata is None else metadata.id
         return SyncResult(hotkey, status, reason, message, model_id, fetched)
+
+
+def model_file_info(info: RepoInfo) -> RepoInfo:
+    """``info`` restricted to the model file set (what the updater downloads, sizes and hashes)."""
+    files = tuple(f for f in info.files if is_model_file(f.path))
+    return RepoInfo(repo_id=info.repo_id, commit=info.commit, files=files, private=info.private)
+
+
+def _prune_to_model_files(folder: Path, what: str) -> None:
+    """Delete anything a hub served beyond the model file set (a hub that ignored the allow patterns),
+    so the hash covers exactly the set, as the miner's does."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and not entry.is_symlink() and is_model_file(entry.name):
+            continue
+        logger.warning("%s: the hub served %s outside the model file set; deleted", what, entry.name)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _model(metadata: ModelMetadata) -> str:

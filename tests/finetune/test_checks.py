@@ -122,7 +122,7 @@ def test_the_remote_module_is_live(tmp_path: Path) -> None:
 
 def test_pickle_bomb_never_runs(checker: ModelChecker, tmp_path: Path) -> None:
     folder = build_pickle_bomb(tmp_path / "bomb")
-    assert reason_of(checker.check_repo, repo_info_of(folder), LOCAL) == "forbidden_file"
+    checker.check_repo(repo_info_of(folder), LOCAL)  # the .bin is outside the model file set: never fetched
     assert reason_of(checker.check_folder, folder, LOCAL) == "forbidden_file"
     assert reason_of(load_model, folder, device="cpu", dtype=torch.float32) == "forbidden_file"
     assert not marker_path(folder).exists()
@@ -132,10 +132,7 @@ def test_pickle_bomb_never_runs(checker: ModelChecker, tmp_path: Path) -> None:
 def test_remote_code_never_runs(checker: ModelChecker, tmp_path: Path, build: Callable[[Path], Path]) -> None:
     folder = build(tmp_path / "evil")
     expected = "forbidden_file" if (folder / "modeling_evil.py").exists() else "remote_code"
-    if expected == "forbidden_file":
-        assert reason_of(checker.check_repo, repo_info_of(folder), LOCAL) == "forbidden_file"
-    else:
-        checker.check_repo(repo_info_of(folder), LOCAL)  # metadata cannot show what a config says
+    checker.check_repo(repo_info_of(folder), LOCAL)  # the .py is never fetched; the config is read later
     assert reason_of(checker.check_folder, folder, LOCAL) == expected
     assert reason_of(load_model, folder, device="cpu", dtype=torch.float32) == expected
     assert not marker_path(folder).exists()
@@ -147,11 +144,20 @@ def test_remote_code_never_runs(checker: ModelChecker, tmp_path: Path, build: Ca
 
 def test_oversize_repo_is_rejected_from_metadata(checker: ModelChecker) -> None:
     assert reason_of(checker.check_repo, oversize_repo_info(), LOCAL) == "too_large"
-    many = RepoInfo("miner/m", "4" * 40, tuple(RepoFile(f"{i}.json", 1) for i in range(2000)), False)
+    many = RepoInfo("miner/m", "4" * 40, tuple(RepoFile(f"{i}.safetensors", 1) for i in range(2000)), False)
     assert reason_of(checker.check_repo, many, LOCAL) == "too_large"
     negative = info_with("README.md")
-    negative = dataclasses.replace(negative, files=(*negative.files, RepoFile("x.json", -(10**12))))
+    negative = dataclasses.replace(negative, files=(*negative.files, RepoFile("x.safetensors", -(10**12))))
     assert reason_of(checker.check_repo, negative, LOCAL) == "too_large"
+
+
+def test_only_the_model_file_set_is_sized(checker: ModelChecker) -> None:
+    """Files a validator never downloads (a README, a pickled ``training_args.bin``, images) count for
+    nothing: a repository is judged by its model file set."""
+    big = dataclasses.replace(info_with(), files=(*info_with().files, RepoFile("training_args.bin", 10**12)))
+    checker.check_repo(big, LOCAL)
+    many = dataclasses.replace(big, files=(*big.files, *(RepoFile(f"img/{i}.png", 1) for i in range(5000))))
+    checker.check_repo(many, LOCAL)
 
 
 @pytest.mark.parametrize(
@@ -168,10 +174,18 @@ def test_unsafe_paths_are_rejected(checker: ModelChecker, path: str) -> None:
         "pytorch_model.bin", "model.pt", "x.pth", "x.pkl", "x.pickle", "x.ckpt", "modeling.py",
         "m.pyc", "lib.so", "tf_model.h5", "flax.msgpack", "a.npy", "a.npz", "x.joblib", "original/c.PTH",
         "run.sh", "model.gguf", "Makefile", "tokenizer.py", ".env", "adapter_config.json",
+        "tokenizer.sh", "tokenizer.exe", "tokenizer",
     ],
 )  # fmt: skip
-def test_forbidden_files_are_rejected(checker: ModelChecker, name: str) -> None:
-    assert reason_of(checker.check_repo, info_with(name), LOCAL) == "forbidden_file"
+def test_forbidden_files_are_rejected(checker: ModelChecker, name: str, valid: Path) -> None:
+    """On disk (a miner's own folder) a file that is not model data is refused; in a repository it is
+    outside the model file set, so a validator never downloads it and accepts the repository."""
+    assert reason_of(check_file_name, name) == "forbidden_file"
+    checker.check_repo(info_with(name), LOCAL)
+    target = valid / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"#!/bin/sh\n")
+    assert reason_of(checker.check_folder, valid, LOCAL) == "forbidden_file"
 
 
 @pytest.mark.parametrize(
@@ -188,6 +202,12 @@ def test_data_files_are_allowed(name: str) -> None:
 def test_repo_without_safetensors_is_rejected(checker: ModelChecker) -> None:
     info = RepoInfo("miner/m", "5" * 40, (RepoFile("config.json", 10), RepoFile("README.md", 5)), False)
     assert reason_of(checker.check_repo, info, LOCAL) == "no_weights"
+    pickled = dataclasses.replace(info, files=(*info.files, RepoFile("pytorch_model.bin", 10)))
+    with pytest.raises(ModelRejectedError) as refused:
+        checker.check_repo(pickled, LOCAL)
+    assert refused.value.reason == "no_weights" and "pytorch_model.bin" in str(refused.value)
+    nested = dataclasses.replace(info, files=(*info.files, RepoFile("sub/model.safetensors", 10)))
+    assert reason_of(checker.check_repo, nested, LOCAL) == "no_weights"  # from_pretrained reads the top level
 
 
 def test_traversal_name_in_repo_info(checker: ModelChecker) -> None:
