@@ -26,7 +26,13 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from constants.competitions import Competition
-from finetune.safetensors_scan import SCAN_BYTES_PER_ELEMENT, Header, read_safetensors_header, scan_weights
+from finetune.safetensors_scan import (
+    FLOAT_DTYPES,
+    SCAN_BYTES_PER_ELEMENT,
+    Header,
+    read_safetensors_header,
+    scan_weights,
+)
 from model.model_files import is_model_file
 from model.storage.hub.protocol import RepoInfo
 from utilities.errors import ModelRejectedError, UnsafePathError
@@ -62,6 +68,7 @@ MAX_LAYERS = 512
 UNSAFE_PART = re.compile(r"(?:^|/)\.?(?:/|$)|[\x00-\x1f\x7f]")
 """An empty or ``.`` path part (the empty name included), or a control character."""
 Rejected = ModelRejectedError
+INDEX = "model.safetensors.index.json"
 
 
 def check_path(name: str) -> None:
@@ -133,21 +140,72 @@ def read_json(path: Path, *, max_bytes: int, reason: str = "invalid_config") -> 
 
 
 def check_weight_files(folder: Path, files: dict[str, int], *, max_json_bytes: int) -> list[Path]:
-    """Every safetensors file under ``folder`` (all are scanned), after checking that those transformers
-    loads are among them: ``model.safetensors``, or an index naming only files of ``files``."""
-    index = "model.safetensors.index.json"
-    if index in files:
-        index_json = read_json(folder / index, max_bytes=max_json_bytes, reason="invalid_weights")
-        weight_map = index_json.get("weight_map")
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise Rejected("invalid_weights", f"{index} has no valid weight_map")
-        for shard in sorted(set(weight_map.values())):
+    """The weight files of ``folder``, which must be exactly the ones transformers loads, so the checker
+    and the loader see the same tensors: either ``model.safetensors`` alone, or an index whose shards are
+    all present and are every safetensors file of the folder. A stray shard beside ``model.safetensors``,
+    an index naming a subset of the shards present, or a single file plus an index is refused
+    (``invalid_weights``): transformers would load some of the files and initialise what they miss at
+    random, so two validators could disagree."""
+    present = sorted(name for name in files if name.lower().endswith(".safetensors"))
+    weight_map = read_weight_map(folder, files, max_json_bytes=max_json_bytes)
+    if weight_map is not None:
+        shards = sorted(set(weight_map.values()))
+        for shard in shards:
             check_path(shard)
-            if shard not in files:
-                raise Rejected("invalid_weights", f"{index} names {shard!r}, which is not in the folder")
+        missing = [shard for shard in shards if shard not in files]
+        if missing:
+            raise Rejected("invalid_weights", f"{INDEX} names {missing[0]!r}, which is not in the folder")
+        stray = [name for name in present if name not in shards]
+        if stray:
+            raise Rejected(
+                "invalid_weights",
+                f"{stray[0]!r} is not a shard of {INDEX} ({len(stray)} such): only the index's shards load",
+            )
     elif "model.safetensors" not in files:
-        raise Rejected("no_weights", f"{folder} holds neither model.safetensors nor {index}")
-    return [folder / name for name in sorted(files) if name.lower().endswith(".safetensors")]
+        raise Rejected("no_weights", f"{folder} holds neither model.safetensors nor {INDEX}")
+    elif present != ["model.safetensors"]:
+        stray = [name for name in present if name != "model.safetensors"]
+        raise Rejected("invalid_weights", f"{stray[0]!r} beside model.safetensors would never be loaded")
+    return [folder / name for name in present]
+
+
+def read_weight_map(folder: Path, files: dict[str, int], *, max_json_bytes: int) -> dict[str, str] | None:
+    """The ``weight_map`` (tensor name -> shard file) of ``folder``'s index, ``None`` without an index."""
+    if INDEX not in files:
+        return None
+    index_json = read_json(folder / INDEX, max_bytes=max_json_bytes, reason="invalid_weights")
+    weight_map = index_json.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise Rejected("invalid_weights", f"{INDEX} has no valid weight_map")
+    return weight_map
+
+
+def check_weight_map(weight_map: dict[str, str] | None, headers: dict[Path, Header]) -> None:
+    """With an index, every tensor of the shards is in its ``weight_map`` under its own shard, and the
+    map names nothing else (``invalid_weights``)."""
+    if weight_map is None:
+        return
+    found = {name: file.name for file, header in headers.items() for name in header}
+    wrong = sorted(name for name, shard in weight_map.items() if found.get(name) != shard)
+    unlisted = sorted(name for name in found if name not in weight_map)
+    if wrong or unlisted:
+        what = (
+            f"names {wrong[0]!r} in {weight_map[wrong[0]]!r}, where it is not" if wrong
+            else f"does not list {unlisted[0]!r}"
+        )  # fmt: skip
+        counts = f"{len(wrong)} misplaced, {len(unlisted)} unlisted"
+        raise Rejected("invalid_weights", f"{INDEX} {what} ({counts})")
+
+
+def check_float_dtypes(headers: dict[Path, Header]) -> None:
+    """Every tensor of a causal LM's weight files is floating point (``weights_dtype``): the loader would
+    cast an integer tensor to float, so an integer projection would skip the norm and NaN scan."""
+    for file, header in headers.items():
+        for name, (dtype, _) in header.items():
+            if dtype not in FLOAT_DTYPES:
+                floats = ", ".join(sorted(FLOAT_DTYPES))
+                problem = f"tensor {name!r} is {dtype}, not one of {floats}"
+                raise Rejected("weights_dtype", f"{file.name}: {problem}")
 
 
 def _code_keys(value: dict[str, Any], keys: frozenset[str], source: str) -> list[str]:
@@ -328,6 +386,8 @@ class ModelChecker:
         tensors = {name: shape for header in headers.values() for name, (_, shape) in header.items()}
         if sum(map(len, headers.values())) != len(tensors):
             raise Rejected("invalid_weights", f"{path}: a tensor name appears in two safetensors files")
+        check_weight_map(read_weight_map(path, files, max_json_bytes=self.max_json_bytes), headers)
+        check_float_dtypes(headers)
         self._check_vocabulary(config, competition)
         params = check_weights_match_config(config, tensors, architecture, competition)
         for file, header in headers.items():

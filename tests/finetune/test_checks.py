@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 import finetune.checks as checks
 import finetune.safetensors_scan as scan
@@ -373,8 +373,17 @@ def test_sharded_model_passes_and_every_shard_is_scanned(checker: ModelChecker, 
     assert checker.check_folder(folder, LOCAL) == sum(p.numel() for p in tiny_llama().parameters())
     assert isinstance(load_model(folder, device="cpu", dtype=torch.float32), LlamaForCausalLM)
     save_file({"x": torch.full((2, 2), float("nan"))}, folder / "extra.SAFETENSORS")
-    assert reason_of(checker.check_folder, folder, LOCAL) == "weights_mismatch"  # "x" is no parameter
+    assert reason_of(checker.check_folder, folder, LOCAL) == "invalid_weights"  # not a shard of the index
     (folder / "extra.SAFETENSORS").unlink()
+    index = json.loads((folder / INDEX).read_text())
+    name, shard = next(iter(index["weight_map"].items()))
+    other = next(s.name for s in shards if s.name != shard)
+    (folder / INDEX).write_text(json.dumps({**index, "weight_map": {**index["weight_map"], name: other}}))
+    assert reason_of(checker.check_folder, folder, LOCAL) == "invalid_weights"  # the map misplaces a tensor
+    del index["weight_map"][name]
+    (folder / INDEX).write_text(json.dumps(index))
+    assert reason_of(checker.check_folder, folder, LOCAL) == "invalid_weights"  # the map omits a tensor
+    (folder / INDEX).write_text(json.dumps({**index, "weight_map": {**index["weight_map"], name: shard}}))
     tensors = load_file(shards[-1])
     next(iter(tensors.values())).view(-1)[-1] = float("nan")
     save_file(tensors, shards[-1], metadata={"format": "pt"})
@@ -605,3 +614,30 @@ def test_host_memory_shortage_is_not_the_models_fault(valid: Path, monkeypatch: 
     monkeypatch.setattr(scan, "tensor_stats", fail)
     with pytest.raises(MemoryError):  # the updater records a retryable failure, not a final rejection
         ModelChecker().check_folder(valid, LOCAL)
+
+
+# --- one layout, float weights (issue 12 items 4 and 5) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("attack", ["stray_shard", "index_subset", "single_plus_index"])
+def test_the_loader_would_load_part_of_what_the_checker_sees(tmp_path: Path, attack: str) -> None:
+    """Each layout holds every tensor of the model across its files, so a checker that scans every file
+    would pass it; transformers loads only some files and initialises the rest at random."""
+    folder = HOSTILE[attack][0](tmp_path / attack)
+    files = sorted(folder.glob("*.safetensors"))
+    union = {name for file in files for name in load_file(file)}
+    assert union == set(tiny_llama().state_dict()) and len(files) == 2
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    original = tiny_llama().state_dict()
+    differ = [k for k, v in loaded.state_dict().items() if not torch.equal(v, original[k])]
+    assert differ  # transformers filled in what it did not load
+    assert reason_of(ModelChecker().check_folder, folder, LOCAL) == "invalid_weights"
+    assert reason_of(load_model, folder, device="cpu", dtype=torch.float32) == "invalid_weights"
+
+
+def test_integer_weights_are_refused_though_the_loader_would_cast_them(tmp_path: Path) -> None:
+    folder = HOSTILE["integer_projection"][0](tmp_path / "int")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    weight = dict(model.named_parameters())[PROJECTION]
+    assert weight.dtype == torch.float32 and float(weight.detach().pow(2).mean().sqrt()) == 400.0
+    assert reason_of(ModelChecker().check_folder, folder, LOCAL) == "weights_dtype"
