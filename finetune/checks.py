@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import stat
@@ -25,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from constants.competitions import Competition
+from constants.competitions import Competition, NormRule
 from finetune.safetensors_scan import (
     FLOAT_DTYPES,
     SCAN_BYTES_PER_ELEMENT,
@@ -390,8 +391,10 @@ class ModelChecker:
         check_float_dtypes(headers)
         self._check_vocabulary(config, competition)
         params = check_weights_match_config(config, tensors, architecture, competition)
+        norms: dict[str, float] = {}
         for file, header in headers.items():
-            self._check_weights(file, header, competition)
+            norms |= self._check_weights(file, header, competition)
+        check_norms(norms, competition.norm_rule)
         return params
 
     def _check_vocabulary(self, config: dict[str, Any], competition: Competition) -> None:
@@ -403,10 +406,12 @@ class ModelChecker:
         if type(vocab) is not int or vocab < needed:
             raise Rejected("vocabulary", f"vocab_size {vocab!r} < {needed} tokens of {competition.tokenizer}")
 
-    def _check_weights(self, file: Path, header: Header, competition: Competition) -> None:
-        """Stream every float tensor of ``file`` in chunks of bounded memory, whatever their shapes: all
-        finite (``nan_weights``), projections' RMS bounded (``inflated_norms``)."""
+    def _check_weights(self, file: Path, header: Header, competition: Competition) -> dict[str, float]:
+        """Stream every tensor of ``file`` in chunks of bounded memory, whatever their shapes: all finite
+        (``nan_weights``), projections' RMS bounded (``inflated_norms``); returns the Frobenius norm of
+        each projection the competition's :class:`NormRule` covers."""
         max_elements = max(1, self.max_tensor_check_bytes // SCAN_BYTES_PER_ELEMENT)
+        norms: dict[str, float] = {}
         try:
             for name, shape, finite, rms in scan_weights(file, header, max_elements):
                 if not finite:
@@ -414,10 +419,38 @@ class ModelChecker:
                 if PROJECTION.search(name) and len(shape) >= 2 and rms > competition.max_projection_rms:
                     bound = competition.max_projection_rms
                     raise Rejected("inflated_norms", f"{file.name}: {name!r} has RMS {rms:.4g} > {bound}")
+                if competition.norm_rule.kind_of(name) is not None:
+                    norms[name] = rms * math.sqrt(math.prod(shape))
         except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as exc:
             raise Rejected("invalid_weights", f"{file.name} cannot be scanned: {exc!r}") from exc
         # MemoryError is left to propagate: the scan's memory is bounded, so it means this host is short
         # of memory, not that the model is bad; the updater records a retryable failure with backoff.
+        return norms
+
+
+def check_norms(norms: dict[str, float], rule: NormRule) -> None:
+    """The seed's Frobenius-norm rule (``inflated_norms``) on ``norms`` (projection name -> norm): any
+    norm above ``rule.max_norm`` rejects; so does a mean over the projection kinds of the fraction of each
+    kind's tensors above ``rule.soft_norm`` that exceeds ``rule.max_soft_fraction``."""
+    above: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for name, norm in sorted(norms.items()):
+        kind = rule.kind_of(name)
+        if kind is None:
+            continue
+        if not norm <= rule.max_norm:  # NaN included
+            raise Rejected("inflated_norms", f"{name!r} has Frobenius norm {norm:.5g} > {rule.max_norm:g}")
+        total[kind] = total.get(kind, 0) + 1
+        above[kind] = above.get(kind, 0) + (norm > rule.soft_norm)
+    if not total:
+        return
+    fraction = sum(above[kind] / total[kind] for kind in total) / len(total)
+    if fraction > rule.max_soft_fraction:
+        raise Rejected(
+            "inflated_norms",
+            f"{fraction:.1%} of the projections (mean over {len(total)} kinds) have a Frobenius norm above "
+            f"{rule.soft_norm:g}, more than {rule.max_soft_fraction:.0%}",
+        )
 
 
 def load_model(

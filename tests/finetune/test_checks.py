@@ -641,3 +641,84 @@ def test_integer_weights_are_refused_though_the_loader_would_cast_them(tmp_path:
     weight = dict(model.named_parameters())[PROJECTION]
     assert weight.dtype == torch.float32 and float(weight.detach().pow(2).mean().sqrt()) == 400.0
     assert reason_of(ModelChecker().check_folder, folder, LOCAL) == "weights_dtype"
+
+
+# --- the seed's Frobenius-norm rule (issue 11 item 5) -----------------------------------------------------
+
+ATTN_0 = "model.layers.0.self_attn.q_proj.weight"
+MLP_1 = "model.layers.1.mlp.up_proj.weight"
+
+
+def _scaled_to(folder: Path, targets: dict[str, float]) -> Path:
+    """Scale each named tensor so its Frobenius norm is exactly the target."""
+
+    def scale(tensors: dict[str, torch.Tensor]) -> None:
+        for name, norm in targets.items():
+            tensors[name] = tensors[name] * (norm / float(tensors[name].norm()))
+
+    return edit_weights(folder, scale)
+
+
+def test_norm_rule_is_data_on_the_competition() -> None:
+    from constants.competitions import L3, S1, SMOL, NormRule
+
+    assert L3.norm_rule == S1.norm_rule == NormRule(max_norm=1000.0, soft_norm=200.0, max_soft_fraction=0.15)
+    assert L3.norm_rule.kinds == tuple(
+        f"{part}.{p}_proj" for part, ps in (("self_attn", "qkvo"), ("mlp", ["up", "down"])) for p in ps
+    )
+    assert (LOCAL.norm_rule.max_norm, LOCAL.norm_rule.soft_norm) == (125.0, 25.0)
+    assert SMOL.norm_rule.soft_norm == 400.0
+    assert L3.norm_rule.kind_of("model.layers.31.mlp.down_proj.weight") == "mlp.down_proj"
+    assert L3.norm_rule.kind_of("model.layers.3.mlp.gate_proj.weight") is None
+    assert L3.norm_rule.kind_of("model.embed_tokens.weight") is None
+    with pytest.raises(ValueError):
+        NormRule(max_norm=100.0, soft_norm=200.0)
+
+
+def test_hard_norm_limit_just_past_and_just_under(tmp_path: Path) -> None:
+    limit = LOCAL.norm_rule.max_norm
+    under = _scaled_to(build_valid(tmp_path / "under"), {ATTN_0: limit * 0.99})
+    assert ModelChecker().check_folder(under, LOCAL) > 0  # one tensor above soft: 1/2 of one kind of 6
+    over = _scaled_to(build_valid(tmp_path / "over"), {ATTN_0: limit * 1.01})
+    with pytest.raises(ModelRejectedError) as refused:
+        ModelChecker().check_folder(over, LOCAL)
+    assert refused.value.reason == "inflated_norms" and "Frobenius" in str(refused.value)
+
+
+def test_soft_norm_fraction_just_past_and_just_under(tmp_path: Path) -> None:
+    """2 layers x 6 kinds: one tensor above the soft norm makes a mean fraction of 1/12 (passes), two of
+    different kinds 2/12 = 16.7% > 15% (rejected); two just under the soft norm pass."""
+    soft = LOCAL.norm_rule.soft_norm
+    checker = ModelChecker()
+    one = _scaled_to(build_valid(tmp_path / "one"), {ATTN_0: soft * 1.01})
+    assert checker.check_folder(one, LOCAL) > 0
+    two_under = _scaled_to(build_valid(tmp_path / "two_under"), {ATTN_0: soft * 0.99, MLP_1: soft * 0.99})
+    assert checker.check_folder(two_under, LOCAL) > 0
+    two = _scaled_to(build_valid(tmp_path / "two"), {ATTN_0: soft * 1.01, MLP_1: soft * 1.01})
+    with pytest.raises(ModelRejectedError) as refused:
+        checker.check_folder(two, LOCAL)
+    assert refused.value.reason == "inflated_norms" and "16.7%" in str(refused.value)
+
+
+def test_the_seeds_limits_refuse_what_the_rms_bound_let_through() -> None:
+    """Llama-3-8B shapes at RMS 0.5 (under the old RMS <= 1.0 bound) have Frobenius norms of 512 to
+    3832: over the seed's hard 1000 for q_proj and up_proj."""
+    from constants.competitions import L3
+
+    def norm(rows: int, cols: int, rms: float) -> float:
+        return rms * math.sqrt(rows * cols)
+
+    q_proj, k_proj, up_proj = norm(4096, 4096, 0.5), norm(1024, 4096, 0.5), norm(14336, 4096, 0.5)
+    assert (round(q_proj), round(k_proj), round(up_proj)) == (2048, 1024, 3832)
+    with pytest.raises(ModelRejectedError):
+        checks.check_norms({"model.layers.0.self_attn.q_proj.weight": q_proj}, L3.norm_rule)
+    honest = {f"model.layers.{i}.self_attn.{p}_proj.weight": 90.0 for i in range(32) for p in "qkvo"}
+    checks.check_norms(honest, L3.norm_rule)
+    # 5 of 32 layers' q_proj above 200: 15.6% of one kind, 2.6% over the six kinds: passes (the seed's mean)
+    soft = {**honest, **{f"model.layers.{i}.self_attn.q_proj.weight": 250.0 for i in range(5)}}
+    checks.check_norms(soft, L3.norm_rule)
+    every = {name: 250.0 for name in honest}  # every projection above 200: rejected
+    with pytest.raises(ModelRejectedError):
+        checks.check_norms(every, L3.norm_rule)
+    with pytest.raises(ModelRejectedError):
+        checks.check_norms({"model.layers.0.mlp.up_proj.weight": math.nan}, L3.norm_rule)
