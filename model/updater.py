@@ -23,6 +23,7 @@ abandoned transfer stays "in flight" and deletes its temporary folder itself whe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -38,7 +39,7 @@ from typing import Literal, Protocol, TypeVar
 
 from constants.competitions import MAINNET_SCHEDULE, Competition, ScheduleEntry, competition_at
 from model.data import ModelId, ModelMetadata
-from model.hashing import hash_directory, hash_weights, hash_with_hotkey
+from model.hashing import digest_folder, hash_with_hotkey
 from model.model_files import MODEL_FILE_PATTERNS, is_model_file
 from model.storage.chain.protocol import Chain, Commitment
 from model.storage.disk.model_store import TEMP_PREFIX, DiskModelStore
@@ -223,9 +224,14 @@ class ModelUpdater:
         )
         if previous is not None and same:
             # an inactive competition is re-checked (no hub call): a schedule may start it later
-            if previous.status in FINAL_STATUSES and previous.reason != "competition":
+            intact = previous.status != "ok" or self._intact(previous)
+            if previous.status in FINAL_STATUSES and previous.reason != "competition" and intact:
                 logger.debug("hotkey %s: %s unchanged (%s)", hotkey, _describe(previous), previous.status)
+                if previous.status == "ok" and previous.weights_hash is None:
+                    self._rehash(previous)
                 return SyncResult(hotkey, "unchanged", previous.reason, previous.message, model_id)
+            if not intact:
+                self._damaged(previous)
             if previous.status == "failed" and self._clock() < previous.retry_at:
                 wait = previous.retry_at - self._clock()
                 logger.info("hotkey %s: %s failed before; retry in %.0f s", hotkey, _describe(previous), wait)
@@ -251,12 +257,68 @@ class ModelUpdater:
             logger.exception("hotkey %s: unexpected error on %s", hotkey, _model(metadata))
             internal = _Verdict("failed", "internal", f"{type(exc).__name__}: {exc}")
             return self._finish(hotkey, raw, metadata, internal, previous, fetched=True)
-        ok = ModelRecord(
-            hotkey, "ok", raw, metadata, "", "verified", model_hash, params, weights_hash=weights
-        )
+        try:
+            stored = _manifest(self._store.model_dir(hotkey, metadata.id))
+        except OSError as exc:  # deleted at once: the next pass finds it missing and downloads it again
+            logger.warning("hotkey %s: cannot list the stored model: %s", hotkey, exc)
+            stored = ()
+        ok = ModelRecord(hotkey, "ok", raw, metadata, "", "verified", model_hash, params)
+        ok = dataclasses.replace(ok, weights_hash=weights, stored=stored)
         self._tracker.put(ok)
         logger.info("hotkey %s: %s downloaded and verified (%d parameters)", hotkey, _model(metadata), params)
         return SyncResult(hotkey, "ok", "", "verified", metadata.id, fetched=True)
+
+    def verify_stored(self, hotkey: str) -> bool:
+        """Whether ``hotkey``'s model is in the store as it was verified, judged from its files' names,
+        sizes and modification times (nothing is read: cheap enough before every evaluation). A deleted
+        or damaged folder is removed and the model set to ``waiting`` (reason ``"damaged"``), so the
+        next sync downloads it again; returns ``False`` then, and for a hotkey without a model."""
+        record = self._tracker.get(hotkey)
+        if record is None or record.status != "ok" or record.metadata is None:
+            return False
+        if self._intact(record):
+            return True
+        self._damaged(record)
+        return False
+
+    def _intact(self, record: ModelRecord) -> bool:
+        if record.metadata is None:
+            return False
+        try:
+            folder = self._store.model_dir(record.hotkey, record.metadata.id)
+            if not folder.is_dir():
+                return False
+            return not record.stored or _manifest(folder) == record.stored
+        except (FinetuneError, OSError):
+            return False
+
+    def _damaged(self, record: ModelRecord) -> None:
+        """Remove a stored folder that no longer matches what was verified and queue a download."""
+        if record.metadata is None:
+            return
+        message = "the stored model folder was deleted or changed after it was verified"
+        if self._tracker.set_status(
+            record.hotkey, expected=record.metadata, status="waiting", reason="damaged", message=message
+        ):
+            what = _describe(record)
+            logger.warning("hotkey %s: %s: %s; downloading it again", record.hotkey, what, message)
+            try:
+                shutil.rmtree(self._store.model_dir(record.hotkey, record.metadata.id), ignore_errors=True)
+            except FinetuneError:
+                pass
+
+    def _rehash(self, record: ModelRecord) -> None:
+        """Compute the tensor-content hash of a model stored before the tracker held one."""
+        if record.metadata is None:
+            return
+        try:
+            weights = digest_folder(self._store.model_dir(record.hotkey, record.metadata.id)).weights_hash
+        except (FinetuneError, OSError, ValueError) as exc:
+            logger.warning("hotkey %s: cannot hash the stored weights: %s", record.hotkey, exc)
+            return
+        current = self._tracker.get(record.hotkey)
+        if current is not None and current.metadata == record.metadata and current.status == "ok":
+            self._tracker.put(dataclasses.replace(current, weights_hash=weights))
 
     def _precheck(self, metadata: ModelMetadata, current_block: int) -> Competition:
         """The checks that need no hub: fields present, a pinned commit, competition active."""
@@ -305,12 +367,15 @@ class ModelUpdater:
         try:
             check_contained(temp)
             _prune_to_model_files(temp, what)
-            plain = hash_directory(temp)
+            try:
+                digest = digest_folder(temp)  # one read of each file for both hashes
+            except ValueError as exc:
+                raise _Verdict("rejected", "invalid_weights", f"{what}: {exc}") from exc
+            plain, weights = digest.directory_hash, digest.weights_hash
             if mid.hash not in (plain, hash_with_hotkey(plain, hotkey)):
                 problem = f"committed hash {mid.hash} is neither {plain} (what the hub serves) nor its salt"
                 raise _Verdict("rejected", "hash_mismatch", f"{problem} with hotkey {hotkey}")
             params = self._checker.check_folder(temp, competition)
-            weights = hash_weights(temp)
             if final.exists():  # a leftover from before a restart: replace it with what was verified
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -402,6 +467,17 @@ class ModelUpdater:
         logger.log(level, "hotkey %s: %s %s (%s): %s", hotkey, _describe(record), status, reason, message)
         model_id = None if metadata is None else metadata.id
         return SyncResult(hotkey, status, reason, message, model_id, fetched)
+
+
+def _manifest(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """``(relative path, size, mtime_ns)`` of every file under ``folder``, sorted (symlinks not followed)."""
+    entries = []
+    for dirpath, _, filenames in os.walk(folder):
+        for filename in filenames:
+            info = os.lstat(os.path.join(dirpath, filename))
+            relative = Path(dirpath, filename).relative_to(folder).as_posix()
+            entries.append((relative, info.st_size, info.st_mtime_ns))
+    return tuple(sorted(entries))
 
 
 def model_file_info(info: RepoInfo) -> RepoInfo:

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save
 
 from constants.competitions import LOCALNET_SCHEDULE, Competition
 from model.cleaner import ModelCleaner
@@ -161,7 +163,8 @@ def test_with_the_updater_on_a_local_network(tmp_path: Path) -> None:
     for weights in (b"first", b"second"):
         src = tmp_path / weights.decode()
         src.mkdir()
-        (src / "model.safetensors").write_bytes(weights)
+        values = torch.tensor(list(weights), dtype=torch.float32)
+        (src / "model.safetensors").write_bytes(save({"w": values}))  # a real safetensors file
         commit = miner_hub.upload_folder("alice/ft", src)
         ids.append(ModelId("alice", "ft", commit, hash_directory(src), "local"))
         miner_chain.commit(ids[-1].to_compressed_str())

@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import shutil
 import threading
 import time
 from collections import Counter
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save
+from safetensors.torch import load, save
 
 from constants.competitions import LOCALNET_SCHEDULE, Competition, ScheduleEntry
 from model.cleaner import ModelCleaner
@@ -683,3 +684,67 @@ def test_files_a_hub_serves_beyond_the_model_file_set_are_not_hashed(tmp_path: P
         "config.json",
         "model.safetensors",
     ]
+
+
+# --- a copy is a copy however it is saved (issue 12 item 7) ------------------------------------------------
+
+
+def test_a_copy_resaved_with_other_metadata_shares_the_weights_hash(net: Net) -> None:
+    leader = net.publish("hk-lead", "alice")
+    assert net.sync("hk-lead").outcome == "ok"
+    served = net.store.check("hk-lead", leader)
+    tensors = load((served / "model.safetensors").read_bytes())
+    copy = net.tmp / "copy"
+    copy.mkdir()
+    (copy / "config.json").write_bytes((served / "config.json").read_bytes())
+    (copy / "model.safetensors").write_bytes(save(tensors, metadata={"format": "pt", "author": "me"}))
+    hub = LocalHub(net.tmp / "hub", user="mallory")
+    hub.create_repo("mallory/ft")
+    commit = hub.upload_folder("mallory/ft", copy)
+    hub.make_public("mallory/ft")
+    net.commit("hk-copy", ModelId("mallory", "ft", commit, hash_directory(copy), "local").to_compressed_str())
+    assert net.sync("hk-copy").outcome == "ok"
+    lead, copied = net.tracker.get("hk-lead"), net.tracker.get("hk-copy")
+    assert lead is not None and copied is not None
+    assert lead.model_hash != copied.model_hash  # the bytes differ (one metadata key) ...
+    assert lead.weights_hash == copied.weights_hash == hash_weights(copy)  # ... the tensors do not
+
+
+def test_a_record_without_a_tensor_hash_gets_one_from_the_stored_folder(net: Net) -> None:
+    model_id = net.publish("hk-a", "alice")
+    assert net.sync("hk-a").outcome == "ok"
+    record = net.tracker.get("hk-a")
+    assert record is not None and record.weights_hash is not None
+    net.tracker.put(dataclasses.replace(record, weights_hash=None))  # as loaded from an older tracker
+    assert net.sync("hk-a").outcome == "unchanged" and net.hub.calls["download"] == 1
+    assert net.tracker.get("hk-a").weights_hash == record.weights_hash  # type: ignore[union-attr]
+    assert record.weights_hash == hash_weights(net.store.check("hk-a", model_id))
+
+
+# --- the store heals (issue 12 item 3) -------------------------------------------------------------------
+
+
+def test_verify_stored_detects_a_deleted_or_damaged_folder_and_requeues_it(net: Net) -> None:
+    model_id = net.publish("hk-a", "alice")
+    assert net.sync("hk-a").outcome == "ok"
+    assert net.updater.verify_stored("hk-a") is True
+    folder = net.store.check("hk-a", model_id)
+    with (folder / "model.safetensors").open("r+b") as handle:  # damaged in place: truncated
+        handle.truncate(100)
+    assert net.updater.verify_stored("hk-a") is False
+    record = net.tracker.get("hk-a")
+    assert record is not None and (record.status, record.reason) == ("waiting", "damaged")
+    assert not folder.exists() and net.tracker.models_for("local") == {}
+    assert net.sync("hk-a").outcome == "ok" and net.hub.calls["download"] == 2
+    assert net.updater.verify_stored("hk-a") is True
+    assert hash_directory(folder) == model_id.hash
+    assert net.updater.verify_stored("hk-unknown") is False
+
+
+def test_a_deleted_store_folder_is_downloaded_again_by_the_next_pass(net: Net) -> None:
+    model_id = net.publish("hk-a", "alice")
+    assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["ok"]
+    shutil.rmtree(net.store.hotkey_dir("hk-a"))
+    assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["ok"]
+    assert net.store.check("hk-a", model_id).is_dir() and net.hub.calls["download"] == 2
+    assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["unchanged"]
