@@ -24,6 +24,7 @@ abandoned transfer stays "in flight" and deletes its temporary folder itself whe
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import logging
 import math
@@ -108,8 +109,10 @@ def _as_verdict(exc: BaseException) -> _Verdict:
         return exc
     status: Status = "failed"
     reason = "error"
-    if isinstance(exc, RepoNotFoundError):
-        status, reason = "rejected", "not_found"
+    if _disk_full(exc):
+        reason = "disk"  # this host's disk, whatever layer reported it: retried with backoff
+    elif isinstance(exc, RepoNotFoundError):
+        reason = "not_found"  # private and missing look alike: retried with backoff, never final
     elif isinstance(exc, ModelRejectedError):
         status, reason = "rejected", exc.reason
     elif isinstance(exc, UnsafePathError):
@@ -121,6 +124,18 @@ def _as_verdict(exc: BaseException) -> _Verdict:
     elif isinstance(exc, OSError):
         reason = "disk"
     return _Verdict(status, reason, str(exc))
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` or an error it was raised from is this host's disk being full."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class ModelUpdater:
@@ -169,8 +184,9 @@ class ModelUpdater:
             logger.info("removed stale partial download %s", stale)
 
     def sync_all(self, current_block: int) -> list[SyncResult]:
-        """Sync every registered hotkey (earliest commitments first, at most ``max_downloads`` hub
-        fetches) and forget hotkeys no longer registered. A chain failure raises ``ChainError``."""
+        """Sync every registered hotkey (earliest commitments first, models the cleaner evicted last, at
+        most ``max_downloads`` hub fetches) and forget hotkeys no longer registered. A chain failure
+        raises ``ChainError``."""
         metagraph = self._chain.metagraph()
         commitments = self._chain.commitments()
         with self._lock:
@@ -182,9 +198,14 @@ class ModelUpdater:
         for hotkey in self._tracker.hotkeys():
             if hotkey not in registered and self._tracker.forget(hotkey):
                 logger.info("hotkey %s is no longer registered: forgetting its model", hotkey)
-        order = sorted(
-            registered, key=lambda hk: (commitments[hk].block if hk in commitments else math.inf, hk)
-        )
+        records = self._tracker.records()
+
+        def order_key(hk: str) -> tuple[bool, float, str]:
+            # evicted models come back last, into room nobody else in this pass needed
+            evicted = hk in records and records[hk].reason == "evicted"
+            return evicted, commitments[hk].block if hk in commitments else math.inf, hk
+
+        order = sorted(registered, key=order_key)
         results, fetches = [], 0
         for hotkey in order:
             try:
@@ -242,12 +263,16 @@ class ModelUpdater:
             competition = self._precheck(metadata, current_block)
         except _Verdict as verdict:
             return self._finish(hotkey, raw, metadata, verdict, previous)
+        evicted = previous is not None and previous.metadata == metadata and previous.reason == "evicted"
+        if evicted and previous is not None and (full := self._no_room_for(previous)) is not None:
+            logger.debug("hotkey %s: evicted %s waits for room: %s", hotkey, _model(metadata), full)
+            return SyncResult(hotkey, "deferred", "disk", full, model_id)
         if not may_fetch:
             logger.info("hotkey %s: %s deferred to a later sync (download budget)", hotkey, _model(metadata))
             return SyncResult(hotkey, "deferred", "download_budget", "", model_id)
         try:
             info = self._repo_info(metadata.id, competition)
-            if (full := self._no_room(info)) is not None:
+            if (full := self._no_room(info, ask=not evicted)) is not None:
                 logger.info("hotkey %s: %s deferred: %s", hotkey, _model(metadata), full)
                 return SyncResult(hotkey, "deferred", "disk", full, model_id, fetched=True)
             model_hash, weights, params = self._fetch(hotkey, metadata.id, competition)
@@ -348,14 +373,25 @@ class ModelUpdater:
         self._checker.check_repo(info, competition)
         return model_file_info(info)
 
-    def _no_room(self, info: RepoInfo) -> str | None:
-        """Why ``info``'s download must wait for the cleaner (``None``: it fits ``max_store_bytes``)."""
+    def _no_room_for(self, evicted: ModelRecord) -> str | None:
+        """Why an evicted model cannot come back yet, judged from the size it had (no hub call)."""
+        if self._max_store_bytes is None:
+            return None
+        used, size = self._store.size(), sum(entry[1] for entry in evicted.stored)
+        if used + size <= self._max_store_bytes:
+            return None
+        return f"{size} bytes when it was evicted, the store holds {used} of at most {self._max_store_bytes}"
+
+    def _no_room(self, info: RepoInfo, *, ask: bool = True) -> str | None:
+        """Why ``info``'s download must wait for the cleaner (``None``: it fits ``max_store_bytes``). With
+        ``ask``, the cleaner is asked to make room for it; a model the cleaner evicted does not ask (it
+        would evict another to come back, and so on), it comes back when room is free."""
         if self._max_store_bytes is None:
             return None
         used, size, limit = self._store.size(), info.total_size, self._max_store_bytes
         if used + size <= limit:
             return None
-        if size <= limit:  # the cleaner makes room for the largest deferred download
+        if ask and size <= limit:  # the cleaner makes room for the largest deferred download
             self._store.wanted_bytes = max(self._store.wanted_bytes, size)
         return f"{size} bytes to download, the store holds {used} of at most {limit}"
 
@@ -433,7 +469,7 @@ class ModelUpdater:
             except RepoNotFoundError:
                 raise
             except retry_on as exc:
-                if attempt >= self._attempts:
+                if attempt >= self._attempts or _disk_full(exc):
                     raise
                 logger.warning("%s failed (attempt %d/%d): %s", what, attempt, self._attempts, exc)
                 self._sleep(self._retry_wait_s * 2 ** (attempt - 1))

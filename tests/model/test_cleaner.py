@@ -94,7 +94,7 @@ def test_budget_evicts_least_useful_first_and_never_evaluated_last(tmp_path: Pat
     assert deleted == [store.model_dir("hk-poor", mid("hk-poor")), store.model_dir("hk-good", mid("hk-good"))]
     assert store.size() == 100 and store.model_dir("hk-new", mid("hk-new")).is_dir()
     poor = tracker.get("hk-poor")
-    assert poor is not None and (poor.status, poor.reason) == ("rejected", "evicted")
+    assert poor is not None and (poor.status, poor.reason) == ("waiting", "evicted")  # retryable
     assert set(tracker.models_for("local")) == {"hk-new"}
     assert cleaner.clean() == []  # within budget now
     cleaner = ModelCleaner(store, tracker, grace_s=GRACE, max_bytes=0)

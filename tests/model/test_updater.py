@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -294,12 +295,19 @@ def test_a_model_is_downloaded_in_the_block_it_is_committed(tmp_path: Path) -> N
     assert net.tracker.models_for("local")["hk-a"].metadata.id == model_id  # type: ignore[union-attr]
 
 
-def test_private_repo_is_not_found(net: Net) -> None:
-    net.publish("hk-a", "alice", public=False)
+def test_private_repo_is_not_found_and_retried_with_backoff(net: Net) -> None:
+    """A private and a missing repository look alike: a publish that failed before ``make_public`` may
+    still fix it, so "not found" is a failure with backoff, never a final verdict."""
+    model_id = net.publish("hk-a", "alice", public=False)
     net.chain.advance(MIN_AGE)
     result = net.sync("hk-a")
-    assert (result.outcome, result.reason) == ("rejected", "not_found")
+    assert (result.outcome, result.reason) == ("failed", "not_found")
     assert net.hub.calls["download"] == 0 and net.store.hotkeys() == []
+    assert net.sync("hk-a").outcome == "backoff"
+    LocalHub(net.tmp / "hub", user="alice").make_public("alice/ft")
+    net.clock.now += 61
+    assert net.sync("hk-a").outcome == "ok"
+    assert net.store.check("hk-a", model_id).is_dir()
 
 
 def test_hash_mismatch_is_rejected_and_nothing_is_kept(net: Net) -> None:
@@ -573,7 +581,7 @@ def test_download_that_would_overfill_the_store_waits_for_the_cleaner(tmp_path: 
     net.tracker.record_evaluation("hk-a", {"step": 1, "weight": 0.0})
     assert cleaner.clean() == [net.store.model_dir("hk-a", net.tracker.get("hk-a").metadata.id)]  # type: ignore[union-attr]
     second = {r.hotkey: r.outcome for r in net.updater.sync_all(net.chain.current_block())}
-    assert second == {"hk-a": "unchanged", "hk-b": "ok"} and net.store.wanted_bytes == 0
+    assert second == {"hk-a": "deferred", "hk-b": "ok"} and net.store.wanted_bytes == 0  # hk-a waits for room
     assert net.hub.calls["download"] == 2
 
 
@@ -748,3 +756,49 @@ def test_a_deleted_store_folder_is_downloaded_again_by_the_next_pass(net: Net) -
     assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["ok"]
     assert net.store.check("hk-a", model_id).is_dir() and net.hub.calls["download"] == 2
     assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["unchanged"]
+
+
+
+# --- evicted is not rejected; a full disk is a disk problem (issue 12 item 10) ------------------------------
+
+
+def test_an_evicted_model_comes_back_when_there_is_room(tmp_path: Path) -> None:
+    net = Net(tmp_path, max_store_bytes=600)
+    cleaner = ModelCleaner(net.store, net.tracker, grace_s=3600, max_bytes=600)
+    first = net.publish("hk-a", "alice", weights=b"a" * 80)
+    assert net.sync("hk-a").outcome == "ok"
+    net.tracker.record_evaluation("hk-a", {"step": 1, "weight": 0.0})
+    net.publish("hk-b", "bob", weights=b"b" * 80)
+    assert [r.outcome for r in net.updater.sync_all(net.chain.current_block())] == ["unchanged", "deferred"]
+    assert len(cleaner.clean()) == 1  # hk-a makes room for the newcomer
+    evicted = net.tracker.get("hk-a")
+    assert evicted is not None and (evicted.status, evicted.reason) == ("waiting", "evicted")
+    assert evicted.evaluations  # its history is kept: it is not a verdict on the model
+    calls = net.hub.calls["repo_info"]
+    outcomes = {r.hotkey: (r.outcome, r.reason) for r in net.updater.sync_all(net.chain.current_block())}
+    assert outcomes == {"hk-a": ("deferred", "disk"), "hk-b": ("ok", "")}
+    # waiting for room costs no hub call and asks the cleaner for nothing (it would evict hk-b for it)
+    assert net.hub.calls["repo_info"] == calls + 1 and net.store.wanted_bytes == 0
+    assert cleaner.clean() == []
+    bigger = ModelUpdater(net.chain, net.hub, net.store, net.tracker, net.checker, schedule=LOCALNET_SCHEDULE)
+    outcomes = {r.hotkey: r.outcome for r in bigger.sync_all(net.chain.current_block())}
+    assert outcomes == {"hk-a": "ok", "hk-b": "unchanged"}
+    assert net.store.check("hk-a", first).is_dir()
+
+
+def test_a_full_local_disk_is_a_disk_failure_not_a_hub_one(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    import model.storage.hub.local_hub as local_hub
+
+    net.publish("hk-a", "alice")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local_hub.shutil, "copyfile", full)
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason) == ("failed", "disk") and "No space" in result.message
+    assert net.hub.calls["download"] == 1  # not retried at once: the disk will not empty itself
+    assert net.leftovers() == []
+    monkeypatch.undo()
+    net.clock.now += 61
+    assert net.sync("hk-a").outcome == "ok"
