@@ -24,7 +24,6 @@ abandoned transfer stays "in flight" and deletes its temporary folder itself whe
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import logging
 import math
@@ -34,25 +33,22 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import TypeVar
 
 from constants.competitions import MAINNET_SCHEDULE, Competition, ScheduleEntry, competition_at
 from model.data import ModelId, ModelMetadata
 from model.hashing import digest_folder, hash_with_hotkey
-from model.model_files import MODEL_FILE_PATTERNS, is_model_file
+from model.model_files import MODEL_FILE_PATTERNS, model_file_info, prune_to_model_files
 from model.storage.chain.protocol import Chain, Commitment
-from model.storage.disk.model_store import TEMP_PREFIX, DiskModelStore
+from model.storage.disk.model_store import TEMP_PREFIX, DiskModelStore, manifest
 from model.storage.hub.protocol import Hub, RepoInfo
-from model.tracker import FINAL_STATUSES, ModelRecord, ModelTracker, Status
+from model.sync import Checker, SyncResult, Verdict, as_verdict, disk_full
+from model.tracker import FINAL_STATUSES, ModelRecord, ModelTracker
 from utilities.errors import (
     FinetuneError,
     HubError,
-    ModelRejectedError,
-    ModelStoreError,
     RepoNotFoundError,
-    UnsafePathError,
 )
 from utilities.files import check_contained
 from utilities.retry import CallTimeoutError, call_with_timeout
@@ -63,79 +59,6 @@ T = TypeVar("T")
 __all__ = ["TEMP_PREFIX", "Checker", "ModelUpdater", "SyncResult", "model_file_info"]
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 """A pinned commit: a branch or tag name could change under the committed hash."""
-
-Outcome = Status | Literal["no_commitment", "unchanged", "backoff", "deferred"]
-
-
-class Checker(Protocol):
-    """Model safety checks (implemented by ``finetune.checks.ModelChecker``); both raise
-    :class:`~utilities.errors.ModelRejectedError` with a reason code."""
-
-    def check_repo(self, info: RepoInfo, competition: Competition) -> None:
-        """Refuse a repository from its metadata alone (sizes, file names), before downloading."""
-        ...
-
-    def check_folder(self, path: Path, competition: Competition) -> int:
-        """Refuse a downloaded model folder; returns the model's parameter count."""
-        ...
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """What one :meth:`ModelUpdater.sync` did for one hotkey."""
-
-    hotkey: str
-    outcome: Outcome
-    reason: str = ""
-    message: str = ""
-    model_id: ModelId | None = None
-    fetched: bool = False
-    """Whether the hub was contacted (counts against the download budget of ``sync_all``)."""
-
-
-class _Verdict(Exception):
-    """Ends a sync with a tracker status (internal control flow)."""
-
-    def __init__(self, status: Status, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status: Status = status
-        self.reason = reason
-        self.message = message
-
-
-def _as_verdict(exc: BaseException) -> _Verdict:
-    """The tracker status and reason for an error raised while fetching or checking a model."""
-    if isinstance(exc, _Verdict):
-        return exc
-    status: Status = "failed"
-    reason = "error"
-    if _disk_full(exc):
-        reason = "disk"  # this host's disk, whatever layer reported it: retried with backoff
-    elif isinstance(exc, RepoNotFoundError):
-        reason = "not_found"  # private and missing look alike: retried with backoff, never final
-    elif isinstance(exc, ModelRejectedError):
-        status, reason = "rejected", exc.reason
-    elif isinstance(exc, UnsafePathError):
-        status, reason = "rejected", "unsafe_path"
-    elif isinstance(exc, HubError | CallTimeoutError):
-        reason = "hub"
-    elif isinstance(exc, ModelStoreError):
-        status, reason = "rejected", "store"  # no folder can be made for this hotkey and model
-    elif isinstance(exc, OSError):
-        reason = "disk"
-    return _Verdict(status, reason, str(exc))
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` or an error it was raised from is this host's disk being full."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 class ModelUpdater:
@@ -258,10 +181,10 @@ class ModelUpdater:
                 logger.info("hotkey %s: %s failed before; retry in %.0f s", hotkey, _describe(previous), wait)
                 return SyncResult(hotkey, "backoff", previous.reason, previous.message, model_id)
         if metadata is None:
-            return self._finish(hotkey, raw, None, _Verdict("misconfigured", "parse", problem), previous)
+            return self._finish(hotkey, raw, None, Verdict("misconfigured", "parse", problem), previous)
         try:
             competition = self._precheck(metadata, current_block)
-        except _Verdict as verdict:
+        except Verdict as verdict:
             return self._finish(hotkey, raw, metadata, verdict, previous)
         evicted = previous is not None and previous.metadata == metadata and previous.reason == "evicted"
         if evicted and previous is not None and (full := self._no_room_for(previous)) is not None:
@@ -276,14 +199,14 @@ class ModelUpdater:
                 logger.info("hotkey %s: %s deferred: %s", hotkey, _model(metadata), full)
                 return SyncResult(hotkey, "deferred", "disk", full, model_id, fetched=True)
             model_hash, weights, params = self._fetch(hotkey, metadata.id, competition)
-        except (_Verdict, FinetuneError, OSError) as exc:  # CallTimeoutError is an OSError
-            return self._finish(hotkey, raw, metadata, _as_verdict(exc), previous, fetched=True)
+        except (Verdict, FinetuneError, OSError) as exc:  # CallTimeoutError is an OSError
+            return self._finish(hotkey, raw, metadata, as_verdict(exc), previous, fetched=True)
         except Exception as exc:  # a bug or a check's crash: fail with backoff, never refetch at once
             logger.exception("hotkey %s: unexpected error on %s", hotkey, _model(metadata))
-            internal = _Verdict("failed", "internal", f"{type(exc).__name__}: {exc}")
+            internal = Verdict("failed", "internal", f"{type(exc).__name__}: {exc}")
             return self._finish(hotkey, raw, metadata, internal, previous, fetched=True)
         try:
-            stored = _manifest(self._store.model_dir(hotkey, metadata.id))
+            stored = manifest(self._store.model_dir(hotkey, metadata.id))
         except OSError as exc:  # deleted at once: the next pass finds it missing and downloads it again
             logger.warning("hotkey %s: cannot list the stored model: %s", hotkey, exc)
             stored = ()
@@ -313,7 +236,7 @@ class ModelUpdater:
             folder = self._store.model_dir(record.hotkey, record.metadata.id)
             if not folder.is_dir():
                 return False
-            return not record.stored or _manifest(folder) == record.stored
+            return not record.stored or manifest(folder) == record.stored
         except (FinetuneError, OSError):
             return False
 
@@ -349,18 +272,18 @@ class ModelUpdater:
         """The checks that need no hub: fields present, a pinned commit, competition active."""
         mid = metadata.id
         if mid.commit is None:
-            raise _Verdict("misconfigured", "no_commit", f"{mid.repo_id} names no commit")
+            raise Verdict("misconfigured", "no_commit", f"{mid.repo_id} names no commit")
         if mid.hash is None:
-            raise _Verdict("misconfigured", "no_hash", f"{mid.repo_id}@{mid.commit} names no hash")
+            raise Verdict("misconfigured", "no_hash", f"{mid.repo_id}@{mid.commit} names no hash")
         if not _COMMIT.fullmatch(mid.commit):
             problem = f"{mid.repo_id}@{mid.commit}: the commit must be a full 40-hex-digit commit id"
-            raise _Verdict("misconfigured", "commit", problem)
+            raise Verdict("misconfigured", "commit", problem)
         competition = None
         if mid.competition_id is not None:
             competition = competition_at(mid.competition_id, current_block, schedule=self._schedule)
         if competition is None:
             problem = f"competition {mid.competition_id!r} is not active at block {current_block}"
-            raise _Verdict("rejected", "competition", problem)
+            raise Verdict("rejected", "competition", problem)
         return competition
 
     def _repo_info(self, mid: ModelId, competition: Competition) -> RepoInfo:
@@ -402,15 +325,16 @@ class ModelUpdater:
         temp = self._retrying(f"download {what}", functools.partial(self._download_once, mid), timeouts=False)
         try:
             check_contained(temp)
-            _prune_to_model_files(temp, what)
+            for extra in prune_to_model_files(temp):
+                logger.warning("%s: the hub served %s, outside the model file set: deleted", what, extra)
             try:
                 digest = digest_folder(temp)  # one read of each file for both hashes
             except ValueError as exc:
-                raise _Verdict("rejected", "invalid_weights", f"{what}: {exc}") from exc
+                raise Verdict("rejected", "invalid_weights", f"{what}: {exc}") from exc
             plain, weights = digest.directory_hash, digest.weights_hash
             if mid.hash not in (plain, hash_with_hotkey(plain, hotkey)):
                 problem = f"committed hash {mid.hash} is neither {plain} (what the hub serves) nor its salt"
-                raise _Verdict("rejected", "hash_mismatch", f"{problem} with hotkey {hotkey}")
+                raise Verdict("rejected", "hash_mismatch", f"{problem} with hotkey {hotkey}")
             params = self._checker.check_folder(temp, competition)
             if final.exists():  # a leftover from before a restart: replace it with what was verified
                 shutil.rmtree(final)
@@ -418,7 +342,7 @@ class ModelUpdater:
             os.rename(temp, final)  # same filesystem: the folder appears whole or not at all
             os.utime(final)  # fresh mtime: the cleaner's grace period starts now
         except OSError as exc:
-            raise _Verdict("failed", "disk", f"cannot verify or store {what}: {exc}") from exc
+            raise Verdict("failed", "disk", f"cannot verify or store {what}: {exc}") from exc
         finally:
             self._release(temp)
         return plain, weights, params
@@ -469,7 +393,7 @@ class ModelUpdater:
             except RepoNotFoundError:
                 raise
             except retry_on as exc:
-                if attempt >= self._attempts or _disk_full(exc):
+                if attempt >= self._attempts or disk_full(exc):
                     raise
                 logger.warning("%s failed (attempt %d/%d): %s", what, attempt, self._attempts, exc)
                 self._sleep(self._retry_wait_s * 2 ** (attempt - 1))
@@ -480,7 +404,7 @@ class ModelUpdater:
         hotkey: str,
         raw: tuple[str, int],
         metadata: ModelMetadata | None,
-        verdict: _Verdict,
+        verdict: Verdict,
         previous: ModelRecord | None,
         *,
         fetched: bool = False,
@@ -503,36 +427,6 @@ class ModelUpdater:
         logger.log(level, "hotkey %s: %s %s (%s): %s", hotkey, _describe(record), status, reason, message)
         model_id = None if metadata is None else metadata.id
         return SyncResult(hotkey, status, reason, message, model_id, fetched)
-
-
-def _manifest(folder: Path) -> tuple[tuple[str, int, int], ...]:
-    """``(relative path, size, mtime_ns)`` of every file under ``folder``, sorted (symlinks not followed)."""
-    entries = []
-    for dirpath, _, filenames in os.walk(folder):
-        for filename in filenames:
-            info = os.lstat(os.path.join(dirpath, filename))
-            relative = Path(dirpath, filename).relative_to(folder).as_posix()
-            entries.append((relative, info.st_size, info.st_mtime_ns))
-    return tuple(sorted(entries))
-
-
-def model_file_info(info: RepoInfo) -> RepoInfo:
-    """``info`` restricted to the model file set (what the updater downloads, sizes and hashes)."""
-    files = tuple(f for f in info.files if is_model_file(f.path))
-    return RepoInfo(repo_id=info.repo_id, commit=info.commit, files=files, private=info.private)
-
-
-def _prune_to_model_files(folder: Path, what: str) -> None:
-    """Delete anything a hub served beyond the model file set (a hub that ignored the allow patterns),
-    so the hash covers exactly the set, as the miner's does."""
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and not entry.is_symlink() and is_model_file(entry.name):
-            continue
-        logger.warning("%s: the hub served %s outside the model file set; deleted", what, entry.name)
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 def _model(metadata: ModelMetadata) -> str:
