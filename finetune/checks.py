@@ -14,7 +14,7 @@ import copy
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -40,6 +40,7 @@ from finetune.safetensors_scan import (
     FLOAT_DTYPES,
     SCAN_BYTES_PER_ELEMENT,
     Header,
+    StreamScan,
     read_safetensors_header,
     scan_weights,
 )
@@ -266,8 +267,15 @@ class ModelChecker:
                     raise Rejected("no_weights", f"{where}: {problem}: publish .safetensors") from exc
             raise Rejected(exc.reason, f"{where}: {exc}") from exc
 
-    def check_folder(self, path: Path, competition: Competition) -> int:
-        """Check a downloaded model folder before loading it; returns its parameter count."""
+    def stream_scan(self) -> StreamScan:
+        """A weight scan to show the folder's tensors to while they are hashed
+        (:func:`model.hashing.digest_folder`); :meth:`check_folder` then reads no tensor again."""
+        return StreamScan()
+
+    def check_folder(self, path: Path, competition: Competition, *, scan: object = None) -> int:
+        """Check a downloaded model folder before loading it; returns its parameter count. With ``scan``
+        (a :meth:`stream_scan` that saw every tensor of this folder), its results replace the reading
+        scan; a tensor it did not see whole, with the dtype and shape of the header, is read."""
         path = Path(path)
         files = list_files(path)
         if len(files) > self.max_files or sum(files.values()) > competition.max_repo_bytes:
@@ -289,8 +297,10 @@ class ModelChecker:
         self._check_vocabulary(config, competition)
         params = check_weights_match_config(config, tensors, architecture, competition)
         norms: dict[str, float] = {}
+        streamed = scan if isinstance(scan, StreamScan) else None
         for file, header in headers.items():
-            norms |= self._check_weights(file, header, competition)
+            relative = file.relative_to(path).as_posix()
+            norms |= self._check_weights(file, header, competition, streamed, relative)
         check_norms(norms, competition.norm_rule)
         return params
 
@@ -303,14 +313,31 @@ class ModelChecker:
         if type(vocab) is not int or vocab < needed:
             raise Rejected("vocabulary", f"vocab_size {vocab!r} < {needed} tokens of {competition.tokenizer}")
 
-    def _check_weights(self, file: Path, header: Header, competition: Competition) -> dict[str, float]:
-        """Stream every tensor of ``file`` in chunks of bounded memory, whatever their shapes: all finite
+    def _stats(
+        self, file: Path, header: Header, streamed: StreamScan | None, relative: str
+    ) -> Iterator[tuple[str, list[int], bool, float]]:
+        """``(name, shape, finite, rms)`` of each float tensor of ``file``: from ``streamed`` if it saw every
+        one whole with the header's dtype and shape, else read in chunks of bounded memory."""
+        floats = [(name, dtype, shape) for name, (dtype, shape) in header.items() if dtype in FLOAT_DTYPES]
+        if streamed is not None:
+            seen = {name: streamed.results.get((relative, name)) for name, _, _ in floats}
+            whole = {name: s for name, s in seen.items() if s is not None}
+            if all(name in whole and whole[name][:2] == (d, tuple(sh)) for name, d, sh in floats):
+                for name, _, shape in floats:
+                    yield name, shape, whole[name][2], whole[name][3]
+                return
+        max_elements = max(1, self.max_tensor_check_bytes // SCAN_BYTES_PER_ELEMENT)
+        yield from scan_weights(file, header, max_elements)
+
+    def _check_weights(
+        self, file: Path, header: Header, competition: Competition, streamed: StreamScan | None, relative: str
+    ) -> dict[str, float]:
+        """Every float tensor of ``file`` (streamed or read in chunks, whatever their shapes): all finite
         (``nan_weights``), projections' RMS bounded (``inflated_norms``); returns the Frobenius norm of
         each projection the competition's :class:`NormRule` covers."""
-        max_elements = max(1, self.max_tensor_check_bytes // SCAN_BYTES_PER_ELEMENT)
         norms: dict[str, float] = {}
         try:
-            for name, shape, finite, rms in scan_weights(file, header, max_elements):
+            for name, shape, finite, rms in self._stats(file, header, streamed, relative):
                 if not finite:
                     raise Rejected("nan_weights", f"{file.name}: tensor {name!r} holds NaN or inf")
                 if PROJECTION.search(name) and len(shape) >= 2 and rms > competition.max_projection_rms:

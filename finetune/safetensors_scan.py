@@ -132,3 +132,62 @@ def scan_weights(
         for name, (dtype, shape) in header.items():
             if dtype in FLOAT_DTYPES:
                 yield (name, shape, *tensor_stats(handle, name, shape, max_elements))
+
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+}
+
+
+class StreamScan:
+    """The weight scan as a :class:`model.hashing.TensorVisitor`: finiteness and RMS of every float tensor
+    from the bytes :func:`model.hashing.digest_folder` streams, so a downloaded model is read once for its
+    hashes and its scan. Working memory is one streamed piece and its float32 copy (the piece size of the
+    digest, 4 MiB: at most 16 MiB more for a one-byte dtype)."""
+
+    def __init__(self) -> None:
+        self.results: dict[tuple[str, str], tuple[str, tuple[int, ...], bool, float]] = {}
+        """``(file, tensor) -> (dtype, shape, finite, rms)`` of every float tensor seen whole."""
+        self._current: tuple[str, str, str, tuple[int, ...]] | None = None
+        self._dtype: torch.dtype | None = None
+        self._pending = b""
+        self._squares = 0.0
+        self._finite = True
+
+    def begin(self, file: str, name: str, dtype: str, shape: tuple[int, ...]) -> None:
+        self._current, self._dtype = (file, name, dtype, shape), TORCH_DTYPES.get(dtype)
+        self._pending, self._squares, self._finite = b"", 0.0, True
+
+    def update(self, data: bytes) -> None:
+        if self._dtype is None or not self._finite:
+            return  # not a float tensor (refused elsewhere), or already known to hold NaN/inf
+        size = torch.empty((), dtype=self._dtype).element_size()
+        data = self._pending + data if self._pending else data
+        whole = len(data) - len(data) % size
+        self._pending = data[whole:]
+        if whole:
+            values = torch.frombuffer(bytearray(data[:whole]), dtype=self._dtype)
+            squares = _chunk_squares(values)
+            if squares is None:
+                self._finite = False
+            else:
+                self._squares += squares
+
+    def end(self) -> None:
+        if self._current is None:
+            return
+        file, name, dtype, shape = self._current
+        self._current = None
+        if self._dtype is None:
+            return
+        if not self._finite:
+            self.results[(file, name)] = (dtype, shape, False, math.inf)
+        elif not self._pending:  # bytes left over: not whole elements, left to the reading scan to refuse
+            total = math.prod(shape)
+            rms = math.sqrt(self._squares / total) if total else 0.0
+            self.results[(file, name)] = (dtype, shape, True, rms)

@@ -20,8 +20,10 @@ import itertools
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 _CHUNK = 4 * 1024 * 1024  # stream files: a multi-GB shard is never read into memory at once
 WEIGHTS_SUFFIX = ".safetensors"
@@ -110,11 +112,42 @@ def _tensor_ranges(header: object, data_bytes: int, path: str) -> list[_Range]:
     return ranges
 
 
-def _digest_safetensors(path: str, tensors: dict[str, TensorDigest]) -> tuple[str, int]:
-    """The file's base64 SHA-256 and size, adding each of its tensors to ``tensors``, in one read."""
+class TensorVisitor(Protocol):
+    """Sees each tensor's bytes as :func:`digest_folder` streams them (e.g. the checker's weight scan), so
+    the folder is read once for the hashes and the scan together."""
+
+    def begin(self, file: str, name: str, dtype: str, shape: tuple[int, ...]) -> None:
+        """A tensor of ``file`` (relative path) starts; its bytes follow through :meth:`update`."""
+        ...
+
+    def update(self, data: bytes) -> None:
+        """The next bytes of the current tensor, in order."""
+        ...
+
+    def end(self) -> None:
+        """The current tensor is complete."""
+        ...
+
+
+def _digest_safetensors(
+    path: str, relative: str, tensors: dict[str, TensorDigest], visitor: TensorVisitor | None
+) -> tuple[str, int]:
+    """The file's base64 SHA-256 and size, adding each of its tensors to ``tensors`` (and showing their
+    bytes to ``visitor``), in one sequential read."""
     file_sha = hashlib.sha256()
     size = os.path.getsize(path)
     with open(path, "rb") as handle:
+
+        def read(count: int, *sinks: Callable[[bytes], object]) -> None:
+            while count > 0:
+                piece = handle.read(min(count, _CHUNK))
+                if not piece:
+                    raise ValueError(f"{path} ended before its tensors did")
+                file_sha.update(piece)
+                for sink in sinks:
+                    sink(piece)
+                count -= len(piece)
+
         prefix = handle.read(8)
         file_sha.update(prefix)
         if len(prefix) < 8:
@@ -128,32 +161,29 @@ def _digest_safetensors(path: str, tensors: dict[str, TensorDigest]) -> tuple[st
             header = json.loads(raw)
         except (ValueError, RecursionError) as exc:
             raise ValueError(f"{path}: malformed safetensors header: {exc}") from exc
-        ranges = _tensor_ranges(header, size - 8 - length, path)
-        position, current = 0, 0  # offset in the data section; index of the first tensor not yet done
-        shas = [hashlib.sha256() for _ in ranges]
+        position = 0  # offset in the data section
+        for start, stop, name, dtype, shape in _tensor_ranges(header, size - 8 - length, path):
+            read(start - position)  # a gap between tensors: in the file's hash only
+            if name in tensors:
+                raise ValueError(f"{path}: tensor {name!r} is also in another safetensors file")
+            sha = hashlib.sha256()
+            if visitor is None:
+                read(stop - start, sha.update)
+            else:
+                visitor.begin(relative, name, dtype, shape)
+                read(stop - start, sha.update, visitor.update)
+                visitor.end()
+            tensors[name] = TensorDigest(dtype, shape, _b64(sha.digest()))
+            position = stop
         while chunk := handle.read(_CHUNK):
             file_sha.update(chunk)
-            end = position + len(chunk)
-            index = current
-            while index < len(ranges) and ranges[index][0] < end:
-                start, stop = ranges[index][0], ranges[index][1]
-                view = memoryview(chunk)[max(start, position) - position : min(stop, end) - position]
-                shas[index].update(view)
-                if stop <= end:
-                    current = index + 1
-                index += 1
-            position = end
-    for (_, _, name, dtype, shape), sha in zip(ranges, shas, strict=True):
-        if name in tensors:
-            raise ValueError(f"{path}: tensor {name!r} is also in another safetensors file")
-        tensors[name] = TensorDigest(dtype, shape, _b64(sha.digest()))
     return _b64(file_sha.digest()), size
 
 
-def digest_folder(path: str | os.PathLike[str]) -> FolderDigest:
+def digest_folder(path: str | os.PathLike[str], *, visitor: TensorVisitor | None = None) -> FolderDigest:
     """Every file's SHA-256 (in :func:`hash_directory` order) and every safetensors tensor's, reading
-    each file once. Raises ``NotADirectoryError``, ``OSError``, or ``ValueError`` for a malformed
-    safetensors file or a tensor name in two of them."""
+    each file once and showing each tensor's bytes to ``visitor``. Raises ``NotADirectoryError``,
+    ``OSError``, or ``ValueError`` for a malformed safetensors file or a tensor name in two of them."""
     root = Path(path)
     if not root.is_dir():
         raise NotADirectoryError(f"cannot hash {root}: not a directory")
@@ -166,7 +196,7 @@ def digest_folder(path: str | os.PathLike[str]) -> FolderDigest:
             full = os.path.join(dirpath, filename)
             relative = Path(os.path.relpath(full, root)).as_posix()
             if filename.endswith(WEIGHTS_SUFFIX):
-                digest, size = _digest_safetensors(full, tensors)
+                digest, size = _digest_safetensors(full, relative, tensors, visitor)
             else:
                 digest, size = hash_file(full), os.path.getsize(full)
             files.append((relative, digest))

@@ -10,6 +10,7 @@ from typing import Literal, Protocol
 
 from constants.competitions import Competition
 from model.data import ModelId
+from model.hashing import TensorVisitor
 from model.storage.hub.protocol import RepoInfo
 from model.tracker import Status
 from utilities.errors import (
@@ -32,8 +33,13 @@ class Checker(Protocol):
         """Refuse a repository from its metadata alone (sizes, file names), before downloading."""
         ...
 
-    def check_folder(self, path: Path, competition: Competition) -> int:
-        """Refuse a downloaded model folder; returns the model's parameter count."""
+    def stream_scan(self) -> TensorVisitor | None:
+        """A scan to show the tensors to while the folder is hashed (one read for both), or ``None``."""
+        ...
+
+    def check_folder(self, path: Path, competition: Competition, *, scan: object = None) -> int:
+        """Refuse a downloaded model folder; returns the model's parameter count. ``scan`` is what
+        :meth:`stream_scan` returned, after it saw this folder's tensors."""
         ...
 
 

@@ -327,15 +327,16 @@ class ModelUpdater:
             check_contained(temp)
             for extra in prune_to_model_files(temp):
                 logger.warning("%s: the hub served %s, outside the model file set: deleted", what, extra)
+            scan = self._checker.stream_scan()
             try:
-                digest = digest_folder(temp)  # one read of each file for both hashes
+                digest = digest_folder(temp, visitor=scan)  # one read of each file: both hashes, the scan
             except ValueError as exc:
                 raise Verdict("rejected", "invalid_weights", f"{what}: {exc}") from exc
             plain, weights = digest.directory_hash, digest.weights_hash
             if mid.hash not in (plain, hash_with_hotkey(plain, hotkey)):
                 problem = f"committed hash {mid.hash} is neither {plain} (what the hub serves) nor its salt"
                 raise Verdict("rejected", "hash_mismatch", f"{problem} with hotkey {hotkey}")
-            params = self._checker.check_folder(temp, competition)
+            params = self._checker.check_folder(temp, competition, scan=scan)
             if final.exists():  # a leftover from before a restart: replace it with what was verified
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)

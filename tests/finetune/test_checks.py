@@ -722,3 +722,67 @@ def test_the_seeds_limits_refuse_what_the_rms_bound_let_through() -> None:
         checks.check_norms(every, L3.norm_rule)
     with pytest.raises(ModelRejectedError):
         checks.check_norms({"model.layers.0.mlp.up_proj.weight": math.nan}, L3.norm_rule)
+
+
+# --- one read for the hashes and the scan (issue 14 item 8) -----------------------------------------------
+
+
+def _streamed(folder: Path) -> scan.StreamScan:
+    from model.hashing import digest_folder
+
+    streamed = ModelChecker().stream_scan()
+    digest_folder(folder, visitor=streamed)
+    return streamed
+
+
+@pytest.mark.parametrize("attack", ["valid", "nan_weights", "inflated_norms", "integer_projection"])
+def test_a_streamed_scan_replaces_the_reading_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attack: str
+) -> None:
+    build, expected = (build_valid, "") if attack == "valid" else HOSTILE[attack]
+    folder = build(tmp_path / attack)
+    streamed = _streamed(folder)
+    read = ModelChecker().check_folder(folder, LOCAL) if not expected else reason_of(
+        ModelChecker().check_folder, folder, LOCAL
+    )
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a tensor was read again")
+
+    monkeypatch.setattr(checks, "scan_weights", no_reading)
+    if expected:
+        assert reason_of(ModelChecker().check_folder, folder, LOCAL, scan=streamed) == expected == read
+    else:
+        assert ModelChecker().check_folder(folder, LOCAL, scan=streamed) == read
+
+
+def test_streamed_statistics_equal_the_reading_scan_across_odd_pieces(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    tensors = {
+        "a": torch.randn(7, 33).to(torch.bfloat16),
+        "b": torch.randn(5, 3, dtype=torch.float64),
+        "c": torch.tensor(2.5, dtype=torch.float16),
+        "d": torch.randn(11).to(torch.float8_e4m3fn),
+    }
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, path)
+    header = read_safetensors_header(path, max_header_bytes=10**6)
+    expected = {name: (finite, rms) for name, _, finite, rms in scan_weights(path, header, 16)}
+    streamed = scan.StreamScan()
+    for name, tensor in tensors.items():
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        streamed.begin("model.safetensors", name, header[name][0], tuple(header[name][1]))
+        for start in range(0, len(raw), 3):  # pieces that split elements
+            streamed.update(raw[start : start + 3])
+        streamed.end()
+    for name, (finite, rms) in expected.items():
+        _, _, s_finite, s_rms = streamed.results[("model.safetensors", name)]
+        assert s_finite == finite and math.isclose(s_rms, rms, rel_tol=1e-6)
+
+
+def test_a_scan_that_missed_a_tensor_falls_back_to_reading(tmp_path: Path) -> None:
+    folder = HOSTILE["nan_weights"][0](tmp_path / "nan")
+    streamed = _streamed(folder)
+    nan_tensor = next(key for key, stats in streamed.results.items() if not stats[2])
+    del streamed.results[nan_tensor]
+    assert reason_of(ModelChecker().check_folder, folder, LOCAL, scan=streamed) == "nan_weights"

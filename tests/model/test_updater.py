@@ -56,7 +56,10 @@ class FakeChecker:
         if self.repo_error is not None:
             raise self.repo_error
 
-    def check_folder(self, path: Path, competition: Competition) -> int:
+    def stream_scan(self) -> None:
+        return None
+
+    def check_folder(self, path: Path, competition: Competition, *, scan: object = None) -> int:
         self.folders.append(path)
         if not (path / "model.safetensors").is_file():
             raise ModelRejectedError("missing_weights", f"{path} has no model.safetensors")
@@ -460,7 +463,7 @@ def test_weights_hash_is_recorded_and_ignores_non_weight_files(net: Net) -> None
 
 
 class ExplodingChecker(FakeChecker):
-    def check_folder(self, path: Path, competition: Competition) -> int:
+    def check_folder(self, path: Path, competition: Competition, *, scan: object = None) -> int:
         super().check_folder(path, competition)
         raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
 
@@ -802,3 +805,25 @@ def test_a_full_local_disk_is_a_disk_failure_not_a_hub_one(net: Net, monkeypatch
     monkeypatch.undo()
     net.clock.now += 61
     assert net.sync("hk-a").outcome == "ok"
+
+
+def test_the_updater_reads_the_weights_once_for_hashes_and_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import finetune.checks as checks
+
+    source = _seed_layout(tmp_path / "seed", tmp_path / "PAYLOAD_RAN")
+    net = _real_checker_net(tmp_path)
+
+    def no_second_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the weights were read a second time for the scan")
+
+    monkeypatch.setattr(checks, "scan_weights", no_second_read)
+    hub = LocalHub(tmp_path / "hub", user="seed")
+    hub.create_repo("seed/ft")
+    commit = hub.upload_folder("seed/ft", source)
+    hub.make_public("seed/ft")
+    names = sorted(p.name for p in source.iterdir() if is_model_file(p.name))
+    net.commit("hk-a", ModelId("seed", "ft", commit, _hand_hash(source, names), "local").to_compressed_str())
+    result = net.sync("hk-a")
+    assert (result.outcome, result.reason) == ("ok", ""), result.message
