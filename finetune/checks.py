@@ -270,7 +270,7 @@ class ModelChecker:
     def stream_scan(self) -> StreamScan:
         """A weight scan to show the folder's tensors to while they are hashed
         (:func:`model.hashing.digest_folder`); :meth:`check_folder` then reads no tensor again."""
-        return StreamScan()
+        return StreamScan(max_elements=max(1, self.max_tensor_check_bytes // SCAN_BYTES_PER_ELEMENT))
 
     def check_folder(self, path: Path, competition: Competition, *, scan: object = None) -> int:
         """Check a downloaded model folder before loading it; returns its parameter count. With ``scan``
