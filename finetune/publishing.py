@@ -25,6 +25,7 @@ import tenacity
 
 from model.data import ModelId
 from model.hashing import hash_directory, hash_with_hotkey
+from model.model_files import MODEL_FILE_PATTERNS
 from model.storage.chain.protocol import Chain
 from model.storage.hub.protocol import Hub, split_repo_id
 from utilities.errors import ChainError, CommitmentError, ConfigError, HubError
@@ -74,7 +75,9 @@ class Publisher:
         commit = self._retry(lambda: self.hub.upload_folder(repo_id, folder), what=f"upload to {repo_id}")
         with tempfile.TemporaryDirectory(prefix="served-") as served:
             self._retry(
-                lambda: self.hub.download(repo_id, commit=commit, dest=Path(served) / "m"),
+                lambda: self.hub.download(
+                    repo_id, commit=commit, dest=Path(served) / "m", allow_patterns=MODEL_FILE_PATTERNS
+                ),
                 what=f"download {repo_id}@{commit}",
             )
             model_hash = hash_directory(Path(served) / "m")
