@@ -79,6 +79,39 @@ class LinearDecayEpsilon:
 
 
 @dataclass(frozen=True)
+class NormRule:
+    """The seed's (SN6) bound on the Frobenius norms of the attention and MLP projections: a model with
+    any of them above ``max_norm`` is rejected, and so is one where, averaged over the projection kinds,
+    more than ``max_soft_fraction`` of each kind's tensors are above ``soft_norm``."""
+
+    max_norm: float = 1000.0
+    soft_norm: float = 200.0
+    max_soft_fraction: float = 0.15
+    kinds: tuple[str, ...] = (
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    )
+    """The projections checked, as ``model.layers.<i>.<kind>.weight`` (the seed's six; not gate_proj)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.soft_norm <= self.max_norm or not 0.0 <= self.max_soft_fraction <= 1.0:
+            raise ValueError("need 0 < soft_norm <= max_norm and 0 <= max_soft_fraction <= 1")
+
+    def kind_of(self, tensor: str) -> str | None:
+        """The projection kind ``tensor`` (a weight name) is, or ``None`` if the rule does not cover it."""
+        parts = tensor.split(".")
+        layered = parts[:2] == ["model", "layers"] and len(parts) >= 5 and parts[2].isdigit()
+        if not layered or parts[-1] != "weight":
+            return None
+        kind = ".".join(parts[3:-1])
+        return kind if kind in self.kinds else None
+
+
+@dataclass(frozen=True)
 class Competition:
     """One competition: the rules a model must meet and its share of the reward."""
 
@@ -93,6 +126,8 @@ class Competition:
     max_repo_bytes: int = MAX_REPO_BYTES
     max_projection_rms: float = 1.0
     """Upper bound on the root-mean-square of every attention/MLP projection weight (inflated norms)."""
+    norm_rule: NormRule = NormRule()
+    """The seed's Frobenius-norm rule on the attention and MLP projections (SN6's values by default)."""
     epsilon_policy: EpsilonPolicy = field(default_factory=FixedEpsilon)
     base_config: str | None = None
     """Path of a model config a miner may start from (the local competition's tiny shape)."""
@@ -167,6 +202,8 @@ LOCAL = Competition(
     sequence_length=512,
     max_repo_bytes=200 * 1024**2,
     max_projection_rms=1.0,
+    # the 128-wide projections start at Frobenius norms of 2.6 (q, k, v, o) to 4.4 (up, down)
+    norm_rule=NormRule(max_norm=125.0, soft_norm=25.0),
     base_config=str(LOCAL_ASSETS / "config.json"),
     sync_interval_blocks=LOCAL_SYNC_INTERVAL_BLOCKS,
     eval_delay_blocks=LOCAL_EVAL_DELAY_BLOCKS,
@@ -181,6 +218,8 @@ SMOL = Competition(
     sequence_length=2048,
     max_repo_bytes=1024**3,  # the bfloat16 checkpoint is ~270 MB, a float32 one ~540 MB
     max_projection_rms=0.8,  # the pretrained model's largest is 0.398 (layers.0 k_proj): 2x margin
+    # the pretrained projections' Frobenius norms reach 206 (up_proj), past the seed's soft 200: 2x margin
+    norm_rule=NormRule(max_norm=1000.0, soft_norm=400.0),
     base_config=str(SMOL_FOLDER / "config.json"),
     sync_interval_blocks=LOCAL_SYNC_INTERVAL_BLOCKS,
     eval_delay_blocks=LOCAL_EVAL_DELAY_BLOCKS,

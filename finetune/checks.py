@@ -1,21 +1,20 @@
 """The validator's trust boundary: checks on a miner's model before it is downloaded and before it is loaded.
 
 Nothing here imports, unpickles or executes anything from a miner's repository. ``check_repo`` reads hub
-metadata only; ``check_folder`` reads what was downloaded (file names, ``config.json``, safetensors headers,
-which must match the model the config describes, built on the meta device, then every tensor in bounded
-chunks, see :mod:`finetune.safetensors_scan`); ``load_model`` loads a checked folder with safetensors only,
-no remote code, no network. Every refusal raises :class:`ModelRejectedError` with a short reason code.
+metadata only; ``check_folder`` reads what was downloaded (file names and layout, see
+:mod:`finetune.checks_files`; ``config.json``; safetensors headers, which must match the model the config
+describes, built on the meta device; then every tensor in bounded chunks, see
+:mod:`finetune.safetensors_scan`); ``load_model`` loads a checked folder with safetensors only, no remote
+code, no network. Every refusal raises :class:`ModelRejectedError` with a short reason code.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
+import math
 import re
-import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,19 +24,30 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from constants.competitions import Competition
-from finetune.safetensors_scan import SCAN_BYTES_PER_ELEMENT, Header, read_safetensors_header, scan_weights
-from model.storage.hub.protocol import RepoInfo
-from utilities.errors import ModelRejectedError, UnsafePathError
-from utilities.files import check_contained
-
-ALLOWED_SUFFIXES = frozenset({".safetensors", ".json", ".txt", ".jinja", ".model", ".md"})
-ALLOWED_NAMES = frozenset({".gitattributes", "LICENSE", "NOTICE", "merges.txt", "vocab.json"})
-FORBIDDEN_SUFFIXES = frozenset(
-    ".bin .pt .pth .pkl .pickle .ckpt .py .pyc .so .h5 .msgpack .npy .npz .joblib".split()
+from constants.competitions import Competition, NormRule
+from finetune.checks_files import (
+    FOREIGN_WEIGHTS,
+    INDEX,
+    check_file_name,
+    check_files,
+    check_path,
+    check_weight_files,
+    list_files,
+    read_json,
+    read_weight_map,
 )
-FORBIDDEN_NAMES = frozenset({"adapter_config.json"})
-"""A PEFT adapter config makes ``from_pretrained`` load the base model it names, from anywhere."""
+from finetune.safetensors_scan import (
+    FLOAT_DTYPES,
+    SCAN_BYTES_PER_ELEMENT,
+    Header,
+    StreamScan,
+    read_safetensors_header,
+    scan_weights,
+)
+from model.model_files import is_model_file
+from model.storage.hub.protocol import RepoInfo
+from utilities.errors import ModelRejectedError
+
 CODE_KEYS = frozenset(
     "auto_map custom_pipelines trust_remote_code attn_implementation _attn_implementation "
     "_attn_implementation_internal experts_implementation _experts_implementation use_kernels kernel_config "
@@ -56,94 +66,45 @@ LAYER_COUNT_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 """Config keys whose value is a number of layers, each of which needs tensors in the weight files."""
 MAX_LAYERS = 512
 """More layers than any real model (Llama 3.1 405B has 126); building 512 on the meta device takes ~0.7 s."""
-UNSAFE_PART = re.compile(r"(?:^|/)\.?(?:/|$)|[\x00-\x1f\x7f]")
-"""An empty or ``.`` path part (the empty name included), or a control character."""
 Rejected = ModelRejectedError
+__all__ = [
+    "ModelChecker",
+    "check_file_name",
+    "check_files",
+    "check_norms",
+    "check_weight_files",
+    "list_files",
+    "load_model",
+    "read_safetensors_header",
+]
 
 
-def check_path(name: str) -> None:
-    """Refuse a repository path that is absolute, has a backslash, ``..``, an empty or ``.`` part, or
-    control characters (``unsafe_path``)."""
-    if name.startswith("/") or "\\" in name or ".." in name or UNSAFE_PART.search(name):
-        raise Rejected("unsafe_path", f"file name {name!r} is not a plain relative path")
+def check_weight_map(weight_map: dict[str, str] | None, headers: dict[Path, Header]) -> None:
+    """With an index, every tensor of the shards is in its ``weight_map`` under its own shard, and the
+    map names nothing else (``invalid_weights``)."""
+    if weight_map is None:
+        return
+    found = {name: file.name for file, header in headers.items() for name in header}
+    wrong = sorted(name for name, shard in weight_map.items() if found.get(name) != shard)
+    unlisted = sorted(name for name in found if name not in weight_map)
+    if wrong or unlisted:
+        what = (
+            f"names {wrong[0]!r} in {weight_map[wrong[0]]!r}, where it is not" if wrong
+            else f"does not list {unlisted[0]!r}"
+        )  # fmt: skip
+        counts = f"{len(wrong)} misplaced, {len(unlisted)} unlisted"
+        raise Rejected("invalid_weights", f"{INDEX} {what} ({counts})")
 
 
-def check_file_name(name: str) -> None:
-    """Refuse a path that is unsafe (``unsafe_path``) or not a data file a model needs (``forbidden_file``):
-    only safetensors weights, JSON, text, Jinja templates, sentencepiece models and docs are allowed."""
-    check_path(name)
-    base = PurePosixPath(name).name
-    suffix = PurePosixPath(base).suffix.lower()
-    if suffix in FORBIDDEN_SUFFIXES or base in FORBIDDEN_NAMES:
-        raise Rejected("forbidden_file", f"file {name!r} is not allowed (pickle, code or foreign weights)")
-    if suffix not in ALLOWED_SUFFIXES and base not in ALLOWED_NAMES and not base.startswith("tokenizer"):
-        raise Rejected(
-            "forbidden_file", f"file {name!r} is of an unknown type, not {sorted(ALLOWED_SUFFIXES)}"
-        )
-
-
-def list_files(folder: Path) -> dict[str, int]:
-    """Every file under ``folder`` as ``relative/posix/path -> size``, after checking that nothing leaves the
-    folder (``unsafe_path``): no symlink at all, nothing but regular files and folders."""
-    if not folder.is_dir() or folder.is_symlink():
-        raise Rejected("unsafe_path", f"{folder} is not a plain folder")
-    try:
-        check_contained(folder)
-    except UnsafePathError as exc:
-        raise Rejected("unsafe_path", str(exc)) from exc
-    files: dict[str, int] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in sorted(dirnames + filenames):
-            entry = Path(dirpath, name)
-            relative = entry.relative_to(folder).as_posix()
-            info = entry.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                raise Rejected("unsafe_path", f"{relative!r} is a symlink, not a real file")
-            if stat.S_ISREG(info.st_mode):
-                files[relative] = info.st_size
-            elif not stat.S_ISDIR(info.st_mode):
-                raise Rejected("unsafe_path", f"{relative!r} is not a regular file")
-    return files
-
-
-def check_files(names: Iterable[str]) -> None:
-    """Every name allowed, and weights present (``no_weights``)."""
-    names = list(names)
-    for name in names:
-        check_file_name(name)
-    if not any(name.lower().endswith(".safetensors") for name in names):
-        raise Rejected("no_weights", "the repository holds no .safetensors file")
-
-
-def read_json(path: Path, *, max_bytes: int, reason: str = "invalid_config") -> dict[str, Any]:
-    """A JSON object from ``path``, refusing a missing, oversized or malformed file (``reason``)."""
-    if not path.is_file() or path.stat().st_size > max_bytes:
-        raise Rejected(reason, f"{path.name} is missing or larger than {max_bytes} bytes")
-    try:
-        value = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as exc:
-        raise Rejected(reason, f"{path.name} is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise Rejected(reason, f"{path.name} is not a JSON object")
-    return value
-
-
-def check_weight_files(folder: Path, files: dict[str, int], *, max_json_bytes: int) -> list[Path]:
-    """Every safetensors file under ``folder`` (all are scanned), after checking that those transformers
-    loads are among them: ``model.safetensors``, or an index naming only files of ``files``."""
-    index = "model.safetensors.index.json"
-    if index in files:
-        index_json = read_json(folder / index, max_bytes=max_json_bytes, reason="invalid_weights")
-        weight_map = index_json.get("weight_map")
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise Rejected("invalid_weights", f"{index} has no valid weight_map")
-        for shard in sorted(set(weight_map.values())):
-            check_path(shard)
-            if shard not in files:
-                raise Rejected("invalid_weights", f"{index} names {shard!r}, which is not in the folder")
-    elif "model.safetensors" not in files:
-        raise Rejected("no_weights", f"{folder} holds neither model.safetensors nor {index}")
-    return [folder / name for name in sorted(files) if name.lower().endswith(".safetensors")]
+def check_float_dtypes(headers: dict[Path, Header]) -> None:
+    """Every tensor of a causal LM's weight files is floating point (``weights_dtype``): the loader would
+    cast an integer tensor to float, so an integer projection would skip the norm and NaN scan."""
+    for file, header in headers.items():
+        for name, (dtype, _) in header.items():
+            if dtype not in FLOAT_DTYPES:
+                floats = ", ".join(sorted(FLOAT_DTYPES))
+                problem = f"tensor {name!r} is {dtype}, not one of {floats}"
+                raise Rejected("weights_dtype", f"{file.name}: {problem}")
 
 
 def _code_keys(value: dict[str, Any], keys: frozenset[str], source: str) -> list[str]:
@@ -277,21 +238,44 @@ class ModelChecker:
         self._lock = threading.Lock()
 
     def check_repo(self, info: RepoInfo, competition: Competition) -> None:
-        """Check hub metadata before downloading: size, file count, file names, weights present."""
+        """Check hub metadata before downloading: size, file count, file names and weights present, all of
+        the model file set (:mod:`model.model_files`, the only files a validator downloads): a README, a
+        ``.gitattributes`` or a pickled ``training_args.bin`` beside the model is never fetched, so it is
+        neither counted nor refused; weights that exist only outside the set (``pytorch_model.bin``) are
+        ``no_weights``."""
         where = f"{info.repo_id}@{info.commit}"
-        if any(f.size < 0 for f in info.files) or info.total_size > competition.max_repo_bytes:
-            raise Rejected(
-                "too_large", f"{where}: {info.total_size} bytes, limit {competition.max_repo_bytes}"
-            )
-        if len(info.files) > self.max_files:
-            raise Rejected("too_large", f"{where} has {len(info.files)} files, more than {self.max_files}")
+        for entry in info.files:  # a listing with a path trick is hostile or broken, wherever it is
+            try:
+                check_path(entry.path)
+            except ModelRejectedError as exc:
+                raise Rejected(exc.reason, f"{where}: {exc}") from exc
+        files = [f for f in info.files if is_model_file(f.path)]
+        size = sum(f.size for f in files)
+        if any(f.size < 0 for f in files) or size > competition.max_repo_bytes:
+            limit = competition.max_repo_bytes
+            raise Rejected("too_large", f"{where}: the model files hold {size} bytes, limit {limit}")
+        if len(files) > self.max_files:
+            raise Rejected("too_large", f"{where} has {len(files)} model files, more than {self.max_files}")
         try:
-            check_files(f.path for f in info.files)
+            check_files(f.path for f in files)
         except ModelRejectedError as exc:
+            if exc.reason == "no_weights":
+                suffix = lambda f: PurePosixPath(f.path).suffix.lower()  # noqa: E731
+                others = sorted(f.path for f in info.files if suffix(f) in FOREIGN_WEIGHTS)
+                if others:
+                    problem = f"weights only as {', '.join(others[:3])}, which validators never load"
+                    raise Rejected("no_weights", f"{where}: {problem}: publish .safetensors") from exc
             raise Rejected(exc.reason, f"{where}: {exc}") from exc
 
-    def check_folder(self, path: Path, competition: Competition) -> int:
-        """Check a downloaded model folder before loading it; returns its parameter count."""
+    def stream_scan(self) -> StreamScan:
+        """A weight scan to show the folder's tensors to while they are hashed
+        (:func:`model.hashing.digest_folder`); :meth:`check_folder` then reads no tensor again."""
+        return StreamScan(max_elements=max(1, self.max_tensor_check_bytes // SCAN_BYTES_PER_ELEMENT))
+
+    def check_folder(self, path: Path, competition: Competition, *, scan: object = None) -> int:
+        """Check a downloaded model folder before loading it; returns its parameter count. With ``scan``
+        (a :meth:`stream_scan` that saw every tensor of this folder), its results replace the reading
+        scan; a tensor it did not see whole, with the dtype and shape of the header, is read."""
         path = Path(path)
         files = list_files(path)
         if len(files) > self.max_files or sum(files.values()) > competition.max_repo_bytes:
@@ -308,10 +292,16 @@ class ModelChecker:
         tensors = {name: shape for header in headers.values() for name, (_, shape) in header.items()}
         if sum(map(len, headers.values())) != len(tensors):
             raise Rejected("invalid_weights", f"{path}: a tensor name appears in two safetensors files")
+        check_weight_map(read_weight_map(path, files, max_json_bytes=self.max_json_bytes), headers)
+        check_float_dtypes(headers)
         self._check_vocabulary(config, competition)
         params = check_weights_match_config(config, tensors, architecture, competition)
+        norms: dict[str, float] = {}
+        streamed = scan if isinstance(scan, StreamScan) else None
         for file, header in headers.items():
-            self._check_weights(file, header, competition)
+            relative = file.relative_to(path).as_posix()
+            norms |= self._check_weights(file, header, competition, streamed, relative)
+        check_norms(norms, competition.norm_rule)
         return params
 
     def _check_vocabulary(self, config: dict[str, Any], competition: Competition) -> None:
@@ -323,21 +313,68 @@ class ModelChecker:
         if type(vocab) is not int or vocab < needed:
             raise Rejected("vocabulary", f"vocab_size {vocab!r} < {needed} tokens of {competition.tokenizer}")
 
-    def _check_weights(self, file: Path, header: Header, competition: Competition) -> None:
-        """Stream every float tensor of ``file`` in chunks of bounded memory, whatever their shapes: all
-        finite (``nan_weights``), projections' RMS bounded (``inflated_norms``)."""
+    def _stats(
+        self, file: Path, header: Header, streamed: StreamScan | None, relative: str
+    ) -> Iterator[tuple[str, list[int], bool, float]]:
+        """``(name, shape, finite, rms)`` of each float tensor of ``file``: from ``streamed`` if it saw every
+        one whole with the header's dtype and shape, else read in chunks of bounded memory."""
+        floats = [(name, dtype, shape) for name, (dtype, shape) in header.items() if dtype in FLOAT_DTYPES]
+        if streamed is not None:
+            seen = {name: streamed.results.get((relative, name)) for name, _, _ in floats}
+            whole = {name: s for name, s in seen.items() if s is not None}
+            if all(name in whole and whole[name][:2] == (d, tuple(sh)) for name, d, sh in floats):
+                for name, _, shape in floats:
+                    yield name, shape, whole[name][2], whole[name][3]
+                return
         max_elements = max(1, self.max_tensor_check_bytes // SCAN_BYTES_PER_ELEMENT)
+        yield from scan_weights(file, header, max_elements)
+
+    def _check_weights(
+        self, file: Path, header: Header, competition: Competition, streamed: StreamScan | None, relative: str
+    ) -> dict[str, float]:
+        """Every float tensor of ``file`` (streamed or read in chunks, whatever their shapes): all finite
+        (``nan_weights``), projections' RMS bounded (``inflated_norms``); returns the Frobenius norm of
+        each projection the competition's :class:`NormRule` covers."""
+        norms: dict[str, float] = {}
         try:
-            for name, shape, finite, rms in scan_weights(file, header, max_elements):
+            for name, shape, finite, rms in self._stats(file, header, streamed, relative):
                 if not finite:
                     raise Rejected("nan_weights", f"{file.name}: tensor {name!r} holds NaN or inf")
                 if PROJECTION.search(name) and len(shape) >= 2 and rms > competition.max_projection_rms:
                     bound = competition.max_projection_rms
                     raise Rejected("inflated_norms", f"{file.name}: {name!r} has RMS {rms:.4g} > {bound}")
+                if competition.norm_rule.kind_of(name) is not None:
+                    norms[name] = rms * math.sqrt(math.prod(shape))
         except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as exc:
             raise Rejected("invalid_weights", f"{file.name} cannot be scanned: {exc!r}") from exc
         # MemoryError is left to propagate: the scan's memory is bounded, so it means this host is short
         # of memory, not that the model is bad; the updater records a retryable failure with backoff.
+        return norms
+
+
+def check_norms(norms: dict[str, float], rule: NormRule) -> None:
+    """The seed's Frobenius-norm rule (``inflated_norms``) on ``norms`` (projection name -> norm): any
+    norm above ``rule.max_norm`` rejects; so does a mean over the projection kinds of the fraction of each
+    kind's tensors above ``rule.soft_norm`` that exceeds ``rule.max_soft_fraction``."""
+    above: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for name, norm in sorted(norms.items()):
+        kind = rule.kind_of(name)
+        if kind is None:
+            continue
+        if not norm <= rule.max_norm:  # NaN included
+            raise Rejected("inflated_norms", f"{name!r} has Frobenius norm {norm:.5g} > {rule.max_norm:g}")
+        total[kind] = total.get(kind, 0) + 1
+        above[kind] = above.get(kind, 0) + (norm > rule.soft_norm)
+    if not total:
+        return
+    fraction = sum(above[kind] / total[kind] for kind in total) / len(total)
+    if fraction > rule.max_soft_fraction:
+        raise Rejected(
+            "inflated_norms",
+            f"{fraction:.1%} of the projections (mean over {len(total)} kinds) have a Frobenius norm above "
+            f"{rule.soft_norm:g}, more than {rule.max_soft_fraction:.0%}",
+        )
 
 
 def load_model(

@@ -132,3 +132,76 @@ def scan_weights(
         for name, (dtype, shape) in header.items():
             if dtype in FLOAT_DTYPES:
                 yield (name, shape, *tensor_stats(handle, name, shape, max_elements))
+
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+}
+
+
+class StreamScan:
+    """The weight scan as a :class:`model.hashing.TensorVisitor`: finiteness and RMS of every float tensor
+    from the bytes :func:`model.hashing.digest_folder` streams, so a downloaded model is read once for its
+    hashes and its scan. Bytes are gathered into blocks of ``max_elements`` elements before they are
+    reduced (small blocks cost up to 4x more per element here), so working memory is bounded as in the
+    reading scan: :data:`SCAN_BYTES_PER_ELEMENT` per element of a block."""
+
+    def __init__(self, *, max_elements: int = 16 * 1024 * 1024) -> None:
+        if max_elements < 1:
+            raise ValueError("max_elements must be >= 1")
+        self.max_elements = max_elements
+        self.results: dict[tuple[str, str], tuple[str, tuple[int, ...], bool, float]] = {}
+        """``(file, tensor) -> (dtype, shape, finite, rms)`` of every float tensor seen whole."""
+        self._current: tuple[str, str, str, tuple[int, ...]] | None = None
+        self._dtype: torch.dtype | None = None
+        self._size = 1
+        self._buffer = bytearray()
+        self._squares = 0.0
+        self._finite = True
+
+    def begin(self, file: str, name: str, dtype: str, shape: tuple[int, ...]) -> None:
+        self._current, self._dtype = (file, name, dtype, shape), TORCH_DTYPES.get(dtype)
+        self._size = torch.empty((), dtype=self._dtype).element_size() if self._dtype is not None else 1
+        self._buffer, self._squares, self._finite = bytearray(), 0.0, True
+
+    def update(self, data: bytes) -> None:
+        if self._dtype is None or not self._finite:
+            return  # not a float tensor (refused elsewhere), or already known to hold NaN/inf
+        self._buffer += data
+        if len(self._buffer) >= self.max_elements * self._size:
+            self._reduce()
+
+    def _reduce(self) -> None:
+        """Fold the whole elements gathered so far into the running sum of squares."""
+        count = len(self._buffer) // self._size
+        if count and self._dtype is not None:
+            values = torch.frombuffer(self._buffer, dtype=self._dtype, count=count)
+            squares = _chunk_squares(values)
+            del values  # the buffer is resized next: no view of it may remain
+            if squares is None:
+                self._finite = False
+            else:
+                self._squares += squares
+        del self._buffer[: count * self._size]
+
+    def end(self) -> None:
+        if self._current is None:
+            return
+        file, name, dtype, shape = self._current
+        self._current = None
+        if self._dtype is None:
+            return
+        if self._finite:
+            self._reduce()
+        if not self._finite:
+            self.results[(file, name)] = (dtype, shape, False, math.inf)
+        elif not self._buffer:  # bytes left over: not whole elements, left to the reading scan to refuse
+            total = math.prod(shape)
+            rms = math.sqrt(self._squares / total) if total else 0.0
+            self.results[(file, name)] = (dtype, shape, True, rms)
+        self._buffer = bytearray()

@@ -13,9 +13,10 @@
    useful first, until it fits. Usefulness is the mean ``weight`` of the model's recent evaluations,
    then the mean ``win_rate``; ties go to the larger folder (frees more), then the hotkey name. Models
    never evaluated are evicted **last**: a newcomer must get its evaluation before it can lose its
-   place, or a full store would lock new miners out. An evicted model is marked ``rejected`` with
-   reason ``"evicted"`` in the tracker (only if the hotkey still has that model: compare and set), so
-   the updater does not download it again until its miner commits something new.
+   place, or a full store would lock new miners out. An evicted model is marked ``waiting`` with
+   reason ``"evicted"`` in the tracker (only if the hotkey still has that model: compare and set): it is
+   not a verdict on the model, so the updater downloads it again once it fits, without asking the
+   cleaner to evict another model for it.
 
    The store's size counts model folders only: temporary download folders (a transfer still running,
    or an orphan the updater sweeps away after its own grace period) never cause an eviction. When the
@@ -139,7 +140,7 @@ class ModelCleaner:
             why = "over its budget of" if total > max_bytes else f"short of {room} bytes free under"
             message = f"evicted: the model store held {total} bytes, {why} {max_bytes}"
             if not self._tracker.set_status(
-                record.hotkey, expected=metadata, status="rejected", reason="evicted", message=message
+                record.hotkey, expected=metadata, status="waiting", reason="evicted", message=message
             ):
                 continue  # the hotkey's model changed meanwhile: leave it to the next pass
             shutil.rmtree(candidate.folder, ignore_errors=True)

@@ -35,8 +35,8 @@ def _check(
         return
     if not isinstance(value, str) or not pattern.fullmatch(value) or value == _NONE:
         raise ValueError(f"ModelId.{field} is not valid: {value!r}")
-    if path_part and (".." in value or "--" in value):
-        raise ValueError(f"ModelId.{field} may not contain '..' or '--': {value!r}")
+    if path_part and (".." in value or "--" in value or value == "."):
+        raise ValueError(f"ModelId.{field} may not be '.' or contain '..' or '--': {value!r}")
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,12 @@ class ModelId:
         return f"{self.namespace}/{self.name}"
 
     def to_compressed_str(self) -> str:
-        """The commitment string; raises ``ValueError`` if it would not fit on chain."""
-        fields = (self.namespace, self.name, self.commit, self.hash, self.competition_id)
+        """The commitment string; raises ``ValueError`` if it would not fit on chain. A model of the
+        legacy competition is written in the legacy 4-field form it was parsed from, so every parsed
+        commitment can be written back within the chain's limit."""
+        fields: tuple[str | None, ...] = (self.namespace, self.name, self.commit, self.hash)
+        if self.competition_id != LEGACY_COMPETITION_ID:
+            fields = (*fields, self.competition_id)
         text = ":".join(_NONE if f is None else f for f in fields)
         size = len(text.encode("utf-8"))
         if size > MAX_COMMITMENT_BYTES:
@@ -100,8 +104,10 @@ class ModelId:
 
 def max_repo_chars(model_id: ModelId) -> int:
     """How many characters namespace + name may have together, given the other fields' lengths."""
-    others = [model_id.commit, model_id.hash, model_id.competition_id]
-    used = sum(len(_NONE if f is None else f) for f in others) + 4  # four ':' separators
+    others = [model_id.commit, model_id.hash]
+    if model_id.competition_id != LEGACY_COMPETITION_ID:
+        others.append(model_id.competition_id)
+    used = sum(len(_NONE if f is None else f) for f in others) + len(others) + 1  # the ':' separators
     return MAX_COMMITMENT_BYTES - used
 
 

@@ -10,7 +10,11 @@ disk. Patterns are ``fnmatch`` patterns over the path inside the repository (top
 from __future__ import annotations
 
 import fnmatch
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
+
+from model.storage.hub.protocol import RepoInfo
 
 MODEL_FILE_PATTERNS: tuple[str, ...] = (
     "config.json",
@@ -38,3 +42,25 @@ def is_model_file(path: str) -> bool:
 def model_files(paths: Iterable[str]) -> list[str]:
     """The paths of ``paths`` that belong to the model file set, in their order."""
     return [p for p in paths if is_model_file(p)]
+
+
+def model_file_info(info: RepoInfo) -> RepoInfo:
+    """``info`` restricted to the model file set (what a validator downloads, sizes and hashes)."""
+    files = tuple(f for f in info.files if is_model_file(f.path))
+    return RepoInfo(repo_id=info.repo_id, commit=info.commit, files=files, private=info.private)
+
+
+def prune_to_model_files(folder: Path) -> list[str]:
+    """Delete whatever in ``folder`` is not a regular top-level file of the model file set (what a hub that
+    ignored the allow patterns served), so a hash of the folder covers exactly the set; returns the names
+    deleted."""
+    deleted = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and not entry.is_symlink() and is_model_file(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        deleted.append(entry.name)
+    return deleted

@@ -31,6 +31,8 @@ FINAL_STATUSES: frozenset[str] = frozenset({"ok", "rejected", "misconfigured"})
 """Statuses that stay until the hotkey commits something else ("waiting" and "failed" are retried)."""
 
 FORMAT_VERSION = 1
+WEIGHTS_HASH_KIND = "tensors"
+"""Marks a saved ``weights_hash`` as the tensor-content hash; an older one (of file bytes) is dropped."""
 DEFAULT_MAX_EVALUATIONS = 32
 
 
@@ -58,8 +60,13 @@ class ModelRecord:
     evaluations: tuple[dict[str, Any], ...] = ()
     """Recent evaluation results, oldest first (filled in by the tracker)."""
     weights_hash: str | None = None
-    """:func:`model.hashing.hash_weights` of what was downloaded (status ok only): identical weights
-    under different READMEs or configs share it, so the validator can count them once. ``None`` in
+    """:func:`model.hashing.hash_weights` of what was downloaded (status ok only), a hash of the tensors'
+    content: identical weights under other READMEs, configs, safetensors metadata, shards or file names
+    share it, so the validator can count them once. ``None`` in records saved before the field existed
+    or before it hashed tensors (file bytes): the updater computes it again from the stored folder."""
+    stored: tuple[tuple[str, int, int], ...] = ()
+    """``(relative path, size, mtime_ns)`` of each file of the verified folder as it was moved into the
+    store (status ok only), so a deleted or damaged folder is noticed without reading it; empty in
     records saved before the field existed."""
 
 
@@ -257,6 +264,8 @@ def _record_to_json(record: ModelRecord) -> dict[str, Any]:
         "retry_at": record.retry_at,
         "evaluations": [dict(e) for e in record.evaluations],
         "weights_hash": record.weights_hash,
+        "weights_hash_kind": WEIGHTS_HASH_KIND,
+        "stored": [list(entry) for entry in record.stored],
     }
 
 
@@ -282,6 +291,7 @@ def _record_from_json(hotkey: str, raw: object) -> ModelRecord:
         if not isinstance(fields, dict):
             raise TypeError("metadata.id is not an object")
         metadata = ModelMetadata(id=ModelId(**fields), block=int(raw["metadata"]["block"]))
+    weights_hash = _optional(raw.get("weights_hash"), str)
     evaluations = raw.get("evaluations") or []
     if not isinstance(evaluations, list) or not all(isinstance(e, dict) for e in evaluations):
         raise TypeError("evaluations is not a list of objects")
@@ -298,5 +308,19 @@ def _record_from_json(hotkey: str, raw: object) -> ModelRecord:
         failures=int(raw.get("failures", 0)),
         retry_at=float(raw.get("retry_at", 0.0)),
         evaluations=tuple(evaluations),
-        weights_hash=_optional(raw.get("weights_hash"), str),
+        weights_hash=weights_hash if raw.get("weights_hash_kind") == WEIGHTS_HASH_KIND else None,
+        stored=_stored_from_json(raw.get("stored") or []),
     )
+
+
+def _stored_from_json(raw: object) -> tuple[tuple[str, int, int], ...]:
+    if not isinstance(raw, list):
+        raise TypeError("stored is not a list")
+    entries = []
+    for entry in raw:
+        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], str):
+            raise TypeError("a stored entry is not [path, size, mtime_ns]")
+        if not all(type(v) is int and v >= 0 for v in entry[1:]):
+            raise ValueError("a stored entry has an invalid size or time")
+        entries.append((entry[0], entry[1], entry[2]))
+    return tuple(entries)

@@ -1,11 +1,15 @@
 """The model updater: turns each hotkey's chain commitment into a verified model folder on disk.
 
 One hotkey (:meth:`ModelUpdater.sync`): parse the commitment; skip it if the tracker holds a final
-verdict for exactly this model and block; check fields, competition and age; let the checker refuse the
-repository from its metadata *before* any download; download into a fresh temporary folder inside the
-store root; verify the directory hash (plain or hotkey-salted) and the files; only then move the folder
-into place, so a partial or unverified download is never seen at a model's path. Every outcome goes to
-the :class:`~model.tracker.ModelTracker` and the log. Safety checks live above this package
+verdict for exactly this model and block; check fields and competition; let the checker refuse the
+repository from its metadata *before* any download; download only the model file set
+(:data:`model.model_files.MODEL_FILE_PATTERNS`, the files ``from_pretrained`` and the tokenizer read) into
+a fresh temporary folder inside the store root; verify the directory hash (plain or hotkey-salted) of that
+set and the files; only then move the folder into place, so a partial or unverified download is never
+seen at a model's path. A README, ``.gitattributes`` or a stray ``training_args.bin`` in the repository
+is neither sized, downloaded nor hashed. A model is downloaded as soon as it is committed: when it may be
+evaluated (the per-competition evaluation delay) is the validator's choice, not the updater's. Every
+outcome goes to the :class:`~model.tracker.ModelTracker` and the log. Safety checks live above this package
 (``finetune.checks``) and arrive through the :class:`Checker` protocol.
 
 The hub adapters bound their own transfers (``HuggingFaceHub``: ``transfer_timeout_s`` per attempt, a
@@ -19,6 +23,7 @@ abandoned transfer stays "in flight" and deletes its temporary folder itself whe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -28,24 +33,22 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import TypeVar
 
 from constants.competitions import MAINNET_SCHEDULE, Competition, ScheduleEntry, competition_at
 from model.data import ModelId, ModelMetadata
-from model.hashing import hash_directory, hash_weights, hash_with_hotkey
+from model.hashing import digest_folder, hash_with_hotkey
+from model.model_files import MODEL_FILE_PATTERNS, model_file_info, prune_to_model_files
 from model.storage.chain.protocol import Chain, Commitment
-from model.storage.disk.model_store import TEMP_PREFIX, DiskModelStore
+from model.storage.disk.model_store import TEMP_PREFIX, DiskModelStore, manifest
 from model.storage.hub.protocol import Hub, RepoInfo
-from model.tracker import FINAL_STATUSES, ModelRecord, ModelTracker, Status
+from model.sync import Checker, SyncResult, Verdict, as_verdict, disk_full
+from model.tracker import FINAL_STATUSES, ModelRecord, ModelTracker
 from utilities.errors import (
     FinetuneError,
     HubError,
-    ModelRejectedError,
-    ModelStoreError,
     RepoNotFoundError,
-    UnsafePathError,
 )
 from utilities.files import check_contained
 from utilities.retry import CallTimeoutError, call_with_timeout
@@ -53,68 +56,9 @@ from utilities.retry import CallTimeoutError, call_with_timeout
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-__all__ = ["TEMP_PREFIX", "Checker", "ModelUpdater", "SyncResult"]
+__all__ = ["TEMP_PREFIX", "Checker", "ModelUpdater", "SyncResult", "model_file_info"]
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 """A pinned commit: a branch or tag name could change under the committed hash."""
-
-Outcome = Status | Literal["no_commitment", "unchanged", "backoff", "deferred"]
-
-
-class Checker(Protocol):
-    """Model safety checks (implemented by ``finetune.checks.ModelChecker``); both raise
-    :class:`~utilities.errors.ModelRejectedError` with a reason code."""
-
-    def check_repo(self, info: RepoInfo, competition: Competition) -> None:
-        """Refuse a repository from its metadata alone (sizes, file names), before downloading."""
-        ...
-
-    def check_folder(self, path: Path, competition: Competition) -> int:
-        """Refuse a downloaded model folder; returns the model's parameter count."""
-        ...
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """What one :meth:`ModelUpdater.sync` did for one hotkey."""
-
-    hotkey: str
-    outcome: Outcome
-    reason: str = ""
-    message: str = ""
-    model_id: ModelId | None = None
-    fetched: bool = False
-    """Whether the hub was contacted (counts against the download budget of ``sync_all``)."""
-
-
-class _Verdict(Exception):
-    """Ends a sync with a tracker status (internal control flow)."""
-
-    def __init__(self, status: Status, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status: Status = status
-        self.reason = reason
-        self.message = message
-
-
-def _as_verdict(exc: BaseException) -> _Verdict:
-    """The tracker status and reason for an error raised while fetching or checking a model."""
-    if isinstance(exc, _Verdict):
-        return exc
-    status: Status = "failed"
-    reason = "error"
-    if isinstance(exc, RepoNotFoundError):
-        status, reason = "rejected", "not_found"
-    elif isinstance(exc, ModelRejectedError):
-        status, reason = "rejected", exc.reason
-    elif isinstance(exc, UnsafePathError):
-        status, reason = "rejected", "unsafe_path"
-    elif isinstance(exc, HubError | CallTimeoutError):
-        reason = "hub"
-    elif isinstance(exc, ModelStoreError):
-        status, reason = "rejected", "store"  # no folder can be made for this hotkey and model
-    elif isinstance(exc, OSError):
-        reason = "disk"
-    return _Verdict(status, reason, str(exc))
 
 
 class ModelUpdater:
@@ -129,7 +73,7 @@ class ModelUpdater:
         checker: Checker,
         *,
         schedule: Sequence[ScheduleEntry] = MAINNET_SCHEDULE,
-        min_age_blocks: int = 10,
+        min_age_blocks: int = 0,
         attempts: int = 2,
         download_timeout_s: float = 4 * 3600.0,
         info_timeout_s: float = 600.0,
@@ -150,7 +94,8 @@ class ModelUpdater:
             raise ValueError("need max_store_bytes >= 0 and temp_grace_s >= 0")
         self._chain, self._hub, self._store = chain, hub, store
         self._tracker, self._checker, self._schedule = tracker, checker, tuple(schedule)
-        self._min_age_blocks, self._attempts, self._max_downloads = min_age_blocks, attempts, max_downloads
+        # min_age_blocks is accepted and ignored: the validator applies each competition's evaluation delay
+        self._attempts, self._max_downloads = attempts, max_downloads
         self._download_timeout_s, self._info_timeout_s = download_timeout_s, info_timeout_s
         self._retry_wait_s, self._backoff_s = retry_wait_s, backoff_s
         self._max_backoff_s = max(backoff_s, max_backoff_s)
@@ -162,8 +107,9 @@ class ModelUpdater:
             logger.info("removed stale partial download %s", stale)
 
     def sync_all(self, current_block: int) -> list[SyncResult]:
-        """Sync every registered hotkey (earliest commitments first, at most ``max_downloads`` hub
-        fetches) and forget hotkeys no longer registered. A chain failure raises ``ChainError``."""
+        """Sync every registered hotkey (earliest commitments first, models the cleaner evicted last, at
+        most ``max_downloads`` hub fetches) and forget hotkeys no longer registered. A chain failure
+        raises ``ChainError``."""
         metagraph = self._chain.metagraph()
         commitments = self._chain.commitments()
         with self._lock:
@@ -175,9 +121,14 @@ class ModelUpdater:
         for hotkey in self._tracker.hotkeys():
             if hotkey not in registered and self._tracker.forget(hotkey):
                 logger.info("hotkey %s is no longer registered: forgetting its model", hotkey)
-        order = sorted(
-            registered, key=lambda hk: (commitments[hk].block if hk in commitments else math.inf, hk)
-        )
+        records = self._tracker.records()
+
+        def order_key(hk: str) -> tuple[bool, float, str]:
+            # evicted models come back last, into room nobody else in this pass needed
+            evicted = hk in records and records[hk].reason == "evicted"
+            return evicted, commitments[hk].block if hk in commitments else math.inf, hk
+
+        order = sorted(registered, key=order_key)
         results, fetches = [], 0
         for hotkey in order:
             try:
@@ -217,80 +168,153 @@ class ModelUpdater:
         )
         if previous is not None and same:
             # an inactive competition is re-checked (no hub call): a schedule may start it later
-            if previous.status in FINAL_STATUSES and previous.reason != "competition":
+            intact = previous.status != "ok" or self._intact(previous)
+            if previous.status in FINAL_STATUSES and previous.reason != "competition" and intact:
                 logger.debug("hotkey %s: %s unchanged (%s)", hotkey, _describe(previous), previous.status)
+                if previous.status == "ok" and previous.weights_hash is None:
+                    self._rehash(previous)
                 return SyncResult(hotkey, "unchanged", previous.reason, previous.message, model_id)
+            if not intact:
+                self._damaged(previous)
             if previous.status == "failed" and self._clock() < previous.retry_at:
                 wait = previous.retry_at - self._clock()
                 logger.info("hotkey %s: %s failed before; retry in %.0f s", hotkey, _describe(previous), wait)
                 return SyncResult(hotkey, "backoff", previous.reason, previous.message, model_id)
         if metadata is None:
-            return self._finish(hotkey, raw, None, _Verdict("misconfigured", "parse", problem), previous)
+            return self._finish(hotkey, raw, None, Verdict("misconfigured", "parse", problem), previous)
         try:
             competition = self._precheck(metadata, current_block)
-        except _Verdict as verdict:
+        except Verdict as verdict:
             return self._finish(hotkey, raw, metadata, verdict, previous)
+        evicted = previous is not None and previous.metadata == metadata and previous.reason == "evicted"
+        if evicted and previous is not None and (full := self._no_room_for(previous)) is not None:
+            logger.debug("hotkey %s: evicted %s waits for room: %s", hotkey, _model(metadata), full)
+            return SyncResult(hotkey, "deferred", "disk", full, model_id)
         if not may_fetch:
             logger.info("hotkey %s: %s deferred to a later sync (download budget)", hotkey, _model(metadata))
             return SyncResult(hotkey, "deferred", "download_budget", "", model_id)
         try:
             info = self._repo_info(metadata.id, competition)
-            if (full := self._no_room(info)) is not None:
+            if (full := self._no_room(info, ask=not evicted)) is not None:
                 logger.info("hotkey %s: %s deferred: %s", hotkey, _model(metadata), full)
                 return SyncResult(hotkey, "deferred", "disk", full, model_id, fetched=True)
             model_hash, weights, params = self._fetch(hotkey, metadata.id, competition)
-        except (_Verdict, FinetuneError, OSError) as exc:  # CallTimeoutError is an OSError
-            return self._finish(hotkey, raw, metadata, _as_verdict(exc), previous, fetched=True)
+        except (Verdict, FinetuneError, OSError) as exc:  # CallTimeoutError is an OSError
+            return self._finish(hotkey, raw, metadata, as_verdict(exc), previous, fetched=True)
         except Exception as exc:  # a bug or a check's crash: fail with backoff, never refetch at once
             logger.exception("hotkey %s: unexpected error on %s", hotkey, _model(metadata))
-            internal = _Verdict("failed", "internal", f"{type(exc).__name__}: {exc}")
+            internal = Verdict("failed", "internal", f"{type(exc).__name__}: {exc}")
             return self._finish(hotkey, raw, metadata, internal, previous, fetched=True)
-        ok = ModelRecord(
-            hotkey, "ok", raw, metadata, "", "verified", model_hash, params, weights_hash=weights
-        )
+        try:
+            stored = manifest(self._store.model_dir(hotkey, metadata.id))
+        except OSError as exc:  # deleted at once: the next pass finds it missing and downloads it again
+            logger.warning("hotkey %s: cannot list the stored model: %s", hotkey, exc)
+            stored = ()
+        ok = ModelRecord(hotkey, "ok", raw, metadata, "", "verified", model_hash, params)
+        ok = dataclasses.replace(ok, weights_hash=weights, stored=stored)
         self._tracker.put(ok)
         logger.info("hotkey %s: %s downloaded and verified (%d parameters)", hotkey, _model(metadata), params)
         return SyncResult(hotkey, "ok", "", "verified", metadata.id, fetched=True)
 
+    def verify_stored(self, hotkey: str) -> bool:
+        """Whether ``hotkey``'s model is in the store as it was verified, judged from its files' names,
+        sizes and modification times (nothing is read: cheap enough before every evaluation). A deleted
+        or damaged folder is removed and the model set to ``waiting`` (reason ``"damaged"``), so the
+        next sync downloads it again; returns ``False`` then, and for a hotkey without a model."""
+        record = self._tracker.get(hotkey)
+        if record is None or record.status != "ok" or record.metadata is None:
+            return False
+        if self._intact(record):
+            return True
+        self._damaged(record)
+        return False
+
+    def _intact(self, record: ModelRecord) -> bool:
+        if record.metadata is None:
+            return False
+        try:
+            folder = self._store.model_dir(record.hotkey, record.metadata.id)
+            if not folder.is_dir():
+                return False
+            return not record.stored or manifest(folder) == record.stored
+        except (FinetuneError, OSError):
+            return False
+
+    def _damaged(self, record: ModelRecord) -> None:
+        """Remove a stored folder that no longer matches what was verified and queue a download."""
+        if record.metadata is None:
+            return
+        message = "the stored model folder was deleted or changed after it was verified"
+        if self._tracker.set_status(
+            record.hotkey, expected=record.metadata, status="waiting", reason="damaged", message=message
+        ):
+            what = _describe(record)
+            logger.warning("hotkey %s: %s: %s; downloading it again", record.hotkey, what, message)
+            try:
+                shutil.rmtree(self._store.model_dir(record.hotkey, record.metadata.id), ignore_errors=True)
+            except FinetuneError:
+                pass
+
+    def _rehash(self, record: ModelRecord) -> None:
+        """Compute the tensor-content hash of a model stored before the tracker held one."""
+        if record.metadata is None:
+            return
+        try:
+            weights = digest_folder(self._store.model_dir(record.hotkey, record.metadata.id)).weights_hash
+        except (FinetuneError, OSError, ValueError) as exc:
+            logger.warning("hotkey %s: cannot hash the stored weights: %s", record.hotkey, exc)
+            return
+        current = self._tracker.get(record.hotkey)
+        if current is not None and current.metadata == record.metadata and current.status == "ok":
+            self._tracker.put(dataclasses.replace(current, weights_hash=weights))
+
     def _precheck(self, metadata: ModelMetadata, current_block: int) -> Competition:
-        """The checks that need no hub: fields present, competition active, commitment old enough."""
+        """The checks that need no hub: fields present, a pinned commit, competition active."""
         mid = metadata.id
         if mid.commit is None:
-            raise _Verdict("misconfigured", "no_commit", f"{mid.repo_id} names no commit")
+            raise Verdict("misconfigured", "no_commit", f"{mid.repo_id} names no commit")
         if mid.hash is None:
-            raise _Verdict("misconfigured", "no_hash", f"{mid.repo_id}@{mid.commit} names no hash")
+            raise Verdict("misconfigured", "no_hash", f"{mid.repo_id}@{mid.commit} names no hash")
         if not _COMMIT.fullmatch(mid.commit):
             problem = f"{mid.repo_id}@{mid.commit}: the commit must be a full 40-hex-digit commit id"
-            raise _Verdict("misconfigured", "commit", problem)
+            raise Verdict("misconfigured", "commit", problem)
         competition = None
         if mid.competition_id is not None:
             competition = competition_at(mid.competition_id, current_block, schedule=self._schedule)
         if competition is None:
             problem = f"competition {mid.competition_id!r} is not active at block {current_block}"
-            raise _Verdict("rejected", "competition", problem)
-        age = current_block - metadata.block
-        if age < self._min_age_blocks:
-            problem = f"committed {age} block(s) ago, at least {self._min_age_blocks} needed"
-            raise _Verdict("waiting", "too_young", problem)
+            raise Verdict("rejected", "competition", problem)
         return competition
 
     def _repo_info(self, mid: ModelId, competition: Competition) -> RepoInfo:
-        """The repository's metadata, after the checker's look at it (before any download)."""
+        """The model file set's metadata, after the checker's look at the whole repository's (before any
+        download: the checker judges the model file set, and names pickle weights left outside it)."""
         what = f"{mid.repo_id}@{mid.commit}"
         read_info = functools.partial(self._hub.repo_info, mid.repo_id, commit=mid.commit or "")
         timed = functools.partial(call_with_timeout, read_info, timeout_s=self._info_timeout_s, what=what)
         info = self._retrying(f"repo_info {what}", timed)
         self._checker.check_repo(info, competition)
-        return info
+        return model_file_info(info)
 
-    def _no_room(self, info: RepoInfo) -> str | None:
-        """Why ``info``'s download must wait for the cleaner (``None``: it fits ``max_store_bytes``)."""
+    def _no_room_for(self, evicted: ModelRecord) -> str | None:
+        """Why an evicted model cannot come back yet, judged from the size it had (no hub call)."""
+        if self._max_store_bytes is None:
+            return None
+        used, size = self._store.size(), sum(entry[1] for entry in evicted.stored)
+        if used + size <= self._max_store_bytes:
+            return None
+        return f"{size} bytes when it was evicted, the store holds {used} of at most {self._max_store_bytes}"
+
+    def _no_room(self, info: RepoInfo, *, ask: bool = True) -> str | None:
+        """Why ``info``'s download must wait for the cleaner (``None``: it fits ``max_store_bytes``). With
+        ``ask``, the cleaner is asked to make room for it; a model the cleaner evicted does not ask (it
+        would evict another to come back, and so on), it comes back when room is free."""
         if self._max_store_bytes is None:
             return None
         used, size, limit = self._store.size(), info.total_size, self._max_store_bytes
         if used + size <= limit:
             return None
-        if size <= limit:  # the cleaner makes room for the largest deferred download
+        if ask and size <= limit:  # the cleaner makes room for the largest deferred download
             self._store.wanted_bytes = max(self._store.wanted_bytes, size)
         return f"{size} bytes to download, the store holds {used} of at most {limit}"
 
@@ -301,19 +325,25 @@ class ModelUpdater:
         temp = self._retrying(f"download {what}", functools.partial(self._download_once, mid), timeouts=False)
         try:
             check_contained(temp)
-            plain = hash_directory(temp)
+            for extra in prune_to_model_files(temp):
+                logger.warning("%s: the hub served %s, outside the model file set: deleted", what, extra)
+            scan = self._checker.stream_scan()
+            try:
+                digest = digest_folder(temp, visitor=scan)  # one read of each file: both hashes, the scan
+            except ValueError as exc:
+                raise Verdict("rejected", "invalid_weights", f"{what}: {exc}") from exc
+            plain, weights = digest.directory_hash, digest.weights_hash
             if mid.hash not in (plain, hash_with_hotkey(plain, hotkey)):
                 problem = f"committed hash {mid.hash} is neither {plain} (what the hub serves) nor its salt"
-                raise _Verdict("rejected", "hash_mismatch", f"{problem} with hotkey {hotkey}")
-            params = self._checker.check_folder(temp, competition)
-            weights = hash_weights(temp)
+                raise Verdict("rejected", "hash_mismatch", f"{problem} with hotkey {hotkey}")
+            params = self._checker.check_folder(temp, competition, scan=scan)
             if final.exists():  # a leftover from before a restart: replace it with what was verified
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(temp, final)  # same filesystem: the folder appears whole or not at all
             os.utime(final)  # fresh mtime: the cleaner's grace period starts now
         except OSError as exc:
-            raise _Verdict("failed", "disk", f"cannot verify or store {what}: {exc}") from exc
+            raise Verdict("failed", "disk", f"cannot verify or store {what}: {exc}") from exc
         finally:
             self._release(temp)
         return plain, weights, params
@@ -328,7 +358,9 @@ class ModelUpdater:
 
         def transfer() -> Path:
             try:
-                return self._hub.download(mid.repo_id, commit=mid.commit or "", dest=temp)
+                return self._hub.download(
+                    mid.repo_id, commit=mid.commit or "", dest=temp, allow_patterns=MODEL_FILE_PATTERNS
+                )
             finally:
                 with self._lock:
                     state["done"] = True
@@ -362,7 +394,7 @@ class ModelUpdater:
             except RepoNotFoundError:
                 raise
             except retry_on as exc:
-                if attempt >= self._attempts:
+                if attempt >= self._attempts or disk_full(exc):
                     raise
                 logger.warning("%s failed (attempt %d/%d): %s", what, attempt, self._attempts, exc)
                 self._sleep(self._retry_wait_s * 2 ** (attempt - 1))
@@ -373,7 +405,7 @@ class ModelUpdater:
         hotkey: str,
         raw: tuple[str, int],
         metadata: ModelMetadata | None,
-        verdict: _Verdict,
+        verdict: Verdict,
         previous: ModelRecord | None,
         *,
         fetched: bool = False,

@@ -10,7 +10,8 @@ and runs them as separate processes:
 - weak:      trains briefly
 - untrained: publishes the base model untouched (``scripts/upload_model.py``)
 - copier:    re-uploads the strong miner's final model under its own hotkey, committed later
-- pickler:   publishes a model with a ``pytorch_model.bin`` whose unpickling would create a marker file
+- pickler:   publishes a model whose weights are only a ``pytorch_model.bin`` whose unpickling would create
+             a marker file (validators never download it: the repository has no safetensors weights)
 
 then runs the validator (``neurons/validator.py``) for ``--steps`` steps, prints the final leaderboard
 (validator scores and the chain's consensus incentive) and writes ``DIR/validator/leaderboard.html`` and
@@ -213,6 +214,8 @@ def publish_pickle(root: Path, miner: Miner, competition: Competition) -> Path:
     folder = root / "miners" / miner.name / "model"
     base_model(competition, folder, seed=7)
     marker = root / "PICKLE_PAYLOAD_RAN"
+    # weights only as a pickle: a pickle beside safetensors weights would simply never be downloaded
+    (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
     publisher(root, miner.name, miner.hotkey).publish(
         folder, repo_id=repo_name(miner, competition), competition_id=competition.id

@@ -32,8 +32,8 @@ def test_local_subnet_end_to_end(tmp_path: Path) -> None:
     assert strong["weight"] > weak["weight"] > untrained["weight"]
     # the copier of the leader's model earns at most 5% of the leader's weight
     assert copier["status"] == "ok" and copier["weight"] <= 0.05 * strong["weight"]
-    # the pickle model is rejected with its reason, and its payload never ran
-    assert pickler["status"] == "rejected (forbidden_file)"
+    # the pickle-only model is rejected before download with its reason, and its payload never ran
+    assert pickler["status"] == "rejected (no_weights)"
     assert summary["pickle_payload_ran"] is False and not (net / "PICKLE_PAYLOAD_RAN").exists()
     # the chain holds the weights the validator computed, and consensus follows them
     assert summary["weights_match"] is True

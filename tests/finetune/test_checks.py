@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 import finetune.checks as checks
 import finetune.safetensors_scan as scan
@@ -122,7 +122,7 @@ def test_the_remote_module_is_live(tmp_path: Path) -> None:
 
 def test_pickle_bomb_never_runs(checker: ModelChecker, tmp_path: Path) -> None:
     folder = build_pickle_bomb(tmp_path / "bomb")
-    assert reason_of(checker.check_repo, repo_info_of(folder), LOCAL) == "forbidden_file"
+    checker.check_repo(repo_info_of(folder), LOCAL)  # the .bin is outside the model file set: never fetched
     assert reason_of(checker.check_folder, folder, LOCAL) == "forbidden_file"
     assert reason_of(load_model, folder, device="cpu", dtype=torch.float32) == "forbidden_file"
     assert not marker_path(folder).exists()
@@ -132,10 +132,7 @@ def test_pickle_bomb_never_runs(checker: ModelChecker, tmp_path: Path) -> None:
 def test_remote_code_never_runs(checker: ModelChecker, tmp_path: Path, build: Callable[[Path], Path]) -> None:
     folder = build(tmp_path / "evil")
     expected = "forbidden_file" if (folder / "modeling_evil.py").exists() else "remote_code"
-    if expected == "forbidden_file":
-        assert reason_of(checker.check_repo, repo_info_of(folder), LOCAL) == "forbidden_file"
-    else:
-        checker.check_repo(repo_info_of(folder), LOCAL)  # metadata cannot show what a config says
+    checker.check_repo(repo_info_of(folder), LOCAL)  # the .py is never fetched; the config is read later
     assert reason_of(checker.check_folder, folder, LOCAL) == expected
     assert reason_of(load_model, folder, device="cpu", dtype=torch.float32) == expected
     assert not marker_path(folder).exists()
@@ -147,11 +144,20 @@ def test_remote_code_never_runs(checker: ModelChecker, tmp_path: Path, build: Ca
 
 def test_oversize_repo_is_rejected_from_metadata(checker: ModelChecker) -> None:
     assert reason_of(checker.check_repo, oversize_repo_info(), LOCAL) == "too_large"
-    many = RepoInfo("miner/m", "4" * 40, tuple(RepoFile(f"{i}.json", 1) for i in range(2000)), False)
+    many = RepoInfo("miner/m", "4" * 40, tuple(RepoFile(f"{i}.safetensors", 1) for i in range(2000)), False)
     assert reason_of(checker.check_repo, many, LOCAL) == "too_large"
     negative = info_with("README.md")
-    negative = dataclasses.replace(negative, files=(*negative.files, RepoFile("x.json", -(10**12))))
+    negative = dataclasses.replace(negative, files=(*negative.files, RepoFile("x.safetensors", -(10**12))))
     assert reason_of(checker.check_repo, negative, LOCAL) == "too_large"
+
+
+def test_only_the_model_file_set_is_sized(checker: ModelChecker) -> None:
+    """Files a validator never downloads (a README, a pickled ``training_args.bin``, images) count for
+    nothing: a repository is judged by its model file set."""
+    big = dataclasses.replace(info_with(), files=(*info_with().files, RepoFile("training_args.bin", 10**12)))
+    checker.check_repo(big, LOCAL)
+    many = dataclasses.replace(big, files=(*big.files, *(RepoFile(f"img/{i}.png", 1) for i in range(5000))))
+    checker.check_repo(many, LOCAL)
 
 
 @pytest.mark.parametrize(
@@ -168,10 +174,18 @@ def test_unsafe_paths_are_rejected(checker: ModelChecker, path: str) -> None:
         "pytorch_model.bin", "model.pt", "x.pth", "x.pkl", "x.pickle", "x.ckpt", "modeling.py",
         "m.pyc", "lib.so", "tf_model.h5", "flax.msgpack", "a.npy", "a.npz", "x.joblib", "original/c.PTH",
         "run.sh", "model.gguf", "Makefile", "tokenizer.py", ".env", "adapter_config.json",
+        "tokenizer.sh", "tokenizer.exe", "tokenizer",
     ],
 )  # fmt: skip
-def test_forbidden_files_are_rejected(checker: ModelChecker, name: str) -> None:
-    assert reason_of(checker.check_repo, info_with(name), LOCAL) == "forbidden_file"
+def test_forbidden_files_are_rejected(checker: ModelChecker, name: str, valid: Path) -> None:
+    """On disk (a miner's own folder) a file that is not model data is refused; in a repository it is
+    outside the model file set, so a validator never downloads it and accepts the repository."""
+    assert reason_of(check_file_name, name) == "forbidden_file"
+    checker.check_repo(info_with(name), LOCAL)
+    target = valid / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"#!/bin/sh\n")
+    assert reason_of(checker.check_folder, valid, LOCAL) == "forbidden_file"
 
 
 @pytest.mark.parametrize(
@@ -188,6 +202,12 @@ def test_data_files_are_allowed(name: str) -> None:
 def test_repo_without_safetensors_is_rejected(checker: ModelChecker) -> None:
     info = RepoInfo("miner/m", "5" * 40, (RepoFile("config.json", 10), RepoFile("README.md", 5)), False)
     assert reason_of(checker.check_repo, info, LOCAL) == "no_weights"
+    pickled = dataclasses.replace(info, files=(*info.files, RepoFile("pytorch_model.bin", 10)))
+    with pytest.raises(ModelRejectedError) as refused:
+        checker.check_repo(pickled, LOCAL)
+    assert refused.value.reason == "no_weights" and "pytorch_model.bin" in str(refused.value)
+    nested = dataclasses.replace(info, files=(*info.files, RepoFile("sub/model.safetensors", 10)))
+    assert reason_of(checker.check_repo, nested, LOCAL) == "no_weights"  # from_pretrained reads the top level
 
 
 def test_traversal_name_in_repo_info(checker: ModelChecker) -> None:
@@ -353,8 +373,17 @@ def test_sharded_model_passes_and_every_shard_is_scanned(checker: ModelChecker, 
     assert checker.check_folder(folder, LOCAL) == sum(p.numel() for p in tiny_llama().parameters())
     assert isinstance(load_model(folder, device="cpu", dtype=torch.float32), LlamaForCausalLM)
     save_file({"x": torch.full((2, 2), float("nan"))}, folder / "extra.SAFETENSORS")
-    assert reason_of(checker.check_folder, folder, LOCAL) == "weights_mismatch"  # "x" is no parameter
+    assert reason_of(checker.check_folder, folder, LOCAL) == "invalid_weights"  # not a shard of the index
     (folder / "extra.SAFETENSORS").unlink()
+    index = json.loads((folder / INDEX).read_text())
+    name, shard = next(iter(index["weight_map"].items()))
+    other = next(s.name for s in shards if s.name != shard)
+    (folder / INDEX).write_text(json.dumps({**index, "weight_map": {**index["weight_map"], name: other}}))
+    assert reason_of(checker.check_folder, folder, LOCAL) == "invalid_weights"  # the map misplaces a tensor
+    del index["weight_map"][name]
+    (folder / INDEX).write_text(json.dumps(index))
+    assert reason_of(checker.check_folder, folder, LOCAL) == "invalid_weights"  # the map omits a tensor
+    (folder / INDEX).write_text(json.dumps({**index, "weight_map": {**index["weight_map"], name: shard}}))
     tensors = load_file(shards[-1])
     next(iter(tensors.values())).view(-1)[-1] = float("nan")
     save_file(tensors, shards[-1], metadata={"format": "pt"})
@@ -585,3 +614,175 @@ def test_host_memory_shortage_is_not_the_models_fault(valid: Path, monkeypatch: 
     monkeypatch.setattr(scan, "tensor_stats", fail)
     with pytest.raises(MemoryError):  # the updater records a retryable failure, not a final rejection
         ModelChecker().check_folder(valid, LOCAL)
+
+
+# --- one layout, float weights (issue 12 items 4 and 5) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("attack", ["stray_shard", "index_subset", "single_plus_index"])
+def test_the_loader_would_load_part_of_what_the_checker_sees(tmp_path: Path, attack: str) -> None:
+    """Each layout holds every tensor of the model across its files, so a checker that scans every file
+    would pass it; transformers loads only some files and initialises the rest at random."""
+    folder = HOSTILE[attack][0](tmp_path / attack)
+    files = sorted(folder.glob("*.safetensors"))
+    union = {name for file in files for name in load_file(file)}
+    assert union == set(tiny_llama().state_dict()) and len(files) == 2
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    original = tiny_llama().state_dict()
+    differ = [k for k, v in loaded.state_dict().items() if not torch.equal(v, original[k])]
+    assert differ  # transformers filled in what it did not load
+    assert reason_of(ModelChecker().check_folder, folder, LOCAL) == "invalid_weights"
+    assert reason_of(load_model, folder, device="cpu", dtype=torch.float32) == "invalid_weights"
+
+
+def test_integer_weights_are_refused_though_the_loader_would_cast_them(tmp_path: Path) -> None:
+    folder = HOSTILE["integer_projection"][0](tmp_path / "int")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    weight = dict(model.named_parameters())[PROJECTION]
+    assert weight.dtype == torch.float32 and float(weight.detach().pow(2).mean().sqrt()) == 400.0
+    assert reason_of(ModelChecker().check_folder, folder, LOCAL) == "weights_dtype"
+
+
+# --- the seed's Frobenius-norm rule (issue 11 item 5) -----------------------------------------------------
+
+ATTN_0 = "model.layers.0.self_attn.q_proj.weight"
+MLP_1 = "model.layers.1.mlp.up_proj.weight"
+
+
+def _scaled_to(folder: Path, targets: dict[str, float]) -> Path:
+    """Scale each named tensor so its Frobenius norm is exactly the target."""
+
+    def scale(tensors: dict[str, torch.Tensor]) -> None:
+        for name, norm in targets.items():
+            tensors[name] = tensors[name] * (norm / float(tensors[name].norm()))
+
+    return edit_weights(folder, scale)
+
+
+def test_norm_rule_is_data_on_the_competition() -> None:
+    from constants.competitions import L3, S1, SMOL, NormRule
+
+    assert L3.norm_rule == S1.norm_rule == NormRule(max_norm=1000.0, soft_norm=200.0, max_soft_fraction=0.15)
+    assert L3.norm_rule.kinds == tuple(
+        f"{part}.{p}_proj" for part, ps in (("self_attn", "qkvo"), ("mlp", ["up", "down"])) for p in ps
+    )
+    assert (LOCAL.norm_rule.max_norm, LOCAL.norm_rule.soft_norm) == (125.0, 25.0)
+    assert SMOL.norm_rule.soft_norm == 400.0
+    assert L3.norm_rule.kind_of("model.layers.31.mlp.down_proj.weight") == "mlp.down_proj"
+    assert L3.norm_rule.kind_of("model.layers.3.mlp.gate_proj.weight") is None
+    assert L3.norm_rule.kind_of("model.embed_tokens.weight") is None
+    with pytest.raises(ValueError):
+        NormRule(max_norm=100.0, soft_norm=200.0)
+
+
+def test_hard_norm_limit_just_past_and_just_under(tmp_path: Path) -> None:
+    limit = LOCAL.norm_rule.max_norm
+    under = _scaled_to(build_valid(tmp_path / "under"), {ATTN_0: limit * 0.99})
+    assert ModelChecker().check_folder(under, LOCAL) > 0  # one tensor above soft: 1/2 of one kind of 6
+    over = _scaled_to(build_valid(tmp_path / "over"), {ATTN_0: limit * 1.01})
+    with pytest.raises(ModelRejectedError) as refused:
+        ModelChecker().check_folder(over, LOCAL)
+    assert refused.value.reason == "inflated_norms" and "Frobenius" in str(refused.value)
+
+
+def test_soft_norm_fraction_just_past_and_just_under(tmp_path: Path) -> None:
+    """2 layers x 6 kinds: one tensor above the soft norm makes a mean fraction of 1/12 (passes), two of
+    different kinds 2/12 = 16.7% > 15% (rejected); two just under the soft norm pass."""
+    soft = LOCAL.norm_rule.soft_norm
+    checker = ModelChecker()
+    one = _scaled_to(build_valid(tmp_path / "one"), {ATTN_0: soft * 1.01})
+    assert checker.check_folder(one, LOCAL) > 0
+    two_under = _scaled_to(build_valid(tmp_path / "two_under"), {ATTN_0: soft * 0.99, MLP_1: soft * 0.99})
+    assert checker.check_folder(two_under, LOCAL) > 0
+    two = _scaled_to(build_valid(tmp_path / "two"), {ATTN_0: soft * 1.01, MLP_1: soft * 1.01})
+    with pytest.raises(ModelRejectedError) as refused:
+        checker.check_folder(two, LOCAL)
+    assert refused.value.reason == "inflated_norms" and "16.7%" in str(refused.value)
+
+
+def test_the_seeds_limits_refuse_what_the_rms_bound_let_through() -> None:
+    """Llama-3-8B shapes at RMS 0.5 (under the old RMS <= 1.0 bound) have Frobenius norms of 1024 to
+    3831: all over the seed's hard limit of 1000."""
+    from constants.competitions import L3
+
+    def norm(rows: int, cols: int, rms: float) -> float:
+        return rms * math.sqrt(rows * cols)
+
+    q_proj, k_proj, up_proj = norm(4096, 4096, 0.5), norm(1024, 4096, 0.5), norm(14336, 4096, 0.5)
+    assert (round(q_proj), round(k_proj), round(up_proj)) == (2048, 1024, 3831)
+    with pytest.raises(ModelRejectedError):
+        checks.check_norms({"model.layers.0.self_attn.q_proj.weight": q_proj}, L3.norm_rule)
+    honest = {f"model.layers.{i}.self_attn.{p}_proj.weight": 90.0 for i in range(32) for p in "qkvo"}
+    checks.check_norms(honest, L3.norm_rule)
+    # 5 of 32 layers' q_proj above 200: 15.6% of one kind, 2.6% over the six kinds: passes (the seed's mean)
+    soft = {**honest, **{f"model.layers.{i}.self_attn.q_proj.weight": 250.0 for i in range(5)}}
+    checks.check_norms(soft, L3.norm_rule)
+    every = {name: 250.0 for name in honest}  # every projection above 200: rejected
+    with pytest.raises(ModelRejectedError):
+        checks.check_norms(every, L3.norm_rule)
+    with pytest.raises(ModelRejectedError):
+        checks.check_norms({"model.layers.0.mlp.up_proj.weight": math.nan}, L3.norm_rule)
+
+
+# --- one read for the hashes and the scan (issue 14 item 8) -----------------------------------------------
+
+
+def _streamed(folder: Path) -> scan.StreamScan:
+    from model.hashing import digest_folder
+
+    streamed = ModelChecker().stream_scan()
+    digest_folder(folder, visitor=streamed)
+    return streamed
+
+
+@pytest.mark.parametrize("attack", ["valid", "nan_weights", "inflated_norms", "integer_projection"])
+def test_a_streamed_scan_replaces_the_reading_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attack: str
+) -> None:
+    build, expected = (build_valid, "") if attack == "valid" else HOSTILE[attack]
+    folder = build(tmp_path / attack)
+    streamed = _streamed(folder)
+    read = ModelChecker().check_folder(folder, LOCAL) if not expected else reason_of(
+        ModelChecker().check_folder, folder, LOCAL
+    )
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a tensor was read again")
+
+    monkeypatch.setattr(checks, "scan_weights", no_reading)
+    if expected:
+        assert reason_of(ModelChecker().check_folder, folder, LOCAL, scan=streamed) == expected == read
+    else:
+        assert ModelChecker().check_folder(folder, LOCAL, scan=streamed) == read
+
+
+def test_streamed_statistics_equal_the_reading_scan_across_odd_pieces(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    tensors = {
+        "a": torch.randn(7, 33).to(torch.bfloat16),
+        "b": torch.randn(5, 3, dtype=torch.float64),
+        "c": torch.tensor(2.5, dtype=torch.float16),
+        "d": torch.randn(11).to(torch.float8_e4m3fn),
+    }
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, path)
+    header = read_safetensors_header(path, max_header_bytes=10**6)
+    expected = {name: (finite, rms) for name, _, finite, rms in scan_weights(path, header, 16)}
+    streamed = scan.StreamScan(max_elements=5)  # blocks of 5 elements, pieces of 3 bytes
+    for name, tensor in tensors.items():
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        streamed.begin("model.safetensors", name, header[name][0], tuple(header[name][1]))
+        for start in range(0, len(raw), 3):  # pieces that split elements
+            streamed.update(raw[start : start + 3])
+        streamed.end()
+    for name, (finite, rms) in expected.items():
+        _, _, s_finite, s_rms = streamed.results[("model.safetensors", name)]
+        assert s_finite == finite and math.isclose(s_rms, rms, rel_tol=1e-6)
+
+
+def test_a_scan_that_missed_a_tensor_falls_back_to_reading(tmp_path: Path) -> None:
+    folder = HOSTILE["nan_weights"][0](tmp_path / "nan")
+    streamed = _streamed(folder)
+    nan_tensor = next(key for key, stats in streamed.results.items() if not stats[2])
+    del streamed.results[nan_tensor]
+    assert reason_of(ModelChecker().check_folder, folder, LOCAL, scan=streamed) == "nan_weights"

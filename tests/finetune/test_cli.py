@@ -150,8 +150,9 @@ def test_defaults_are_the_engines_defaults() -> None:
     train = miner_config.parse_args(["--offline"])
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     # same meaning, same default; num_epochs (-1: until stopped) is the command line's own
-    for name in ("samples_per_epoch", "accumulation_steps", "micro_batch_size", "eval_samples", "eval_every", "seed",
-                 "gradient_checkpointing", "weight_decay", "warmup_steps", "lora_rank"):  # fmt: skip
+    for name in ("samples_per_epoch", "accumulation_steps", "micro_batch_size", "eval_samples",
+                 "eval_every", "seed", "gradient_checkpointing", "weight_decay", "warmup_steps",
+                 "lora_rank"):  # fmt: skip
         assert getattr(train, name) == fields[name], name
 
 

@@ -241,6 +241,62 @@ def build_deep_config(folder: Path, depth: int = 700) -> Path:
     return folder
 
 
+INDEX = "model.safetensors.index.json"
+MLP_TENSOR = "model.layers.1.mlp.down_proj.weight"
+
+
+def _split(folder: Path, moved: set[str], to: str) -> dict[str, torch.Tensor]:
+    """Move the tensors ``moved`` out of ``model.safetensors`` into ``folder/to``; returns all tensors."""
+    tensors = load_file(folder / WEIGHTS)
+    meta = {"format": "pt"}
+    save_file({k: v for k, v in tensors.items() if k in moved}, folder / to, metadata=meta)
+    save_file({k: v for k, v in tensors.items() if k not in moved}, folder / WEIGHTS, metadata=meta)
+    return tensors
+
+
+def _write_index(folder: Path, weight_map: dict[str, str]) -> None:
+    (folder / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
+
+
+def build_stray_shard(folder: Path) -> Path:
+    """``model.safetensors`` without one MLP projection, which sits in a stray file beside it: the union of
+    the files is the whole model, but transformers loads ``model.safetensors`` alone and would initialise
+    the missing projection at random."""
+    build_valid(folder)
+    _split(folder, {MLP_TENSOR}, "model-extra.safetensors")
+    return folder
+
+
+def build_index_subset(folder: Path) -> Path:
+    """Two shards with an index naming only the first: transformers loads that shard and initialises
+    the tensors of the second at random."""
+    build_valid(folder)
+    tensors = _split(folder, {MLP_TENSOR}, "model-00002-of-00002.safetensors")
+    (folder / WEIGHTS).rename(folder / "model-00001-of-00002.safetensors")
+    _write_index(folder, {k: "model-00001-of-00002.safetensors" for k in tensors if k != MLP_TENSOR})
+    return folder
+
+
+def build_single_plus_index(folder: Path) -> Path:
+    """``model.safetensors`` and an index naming a shard beside it: which one loads depends on the
+    loader's preference, and each holds only part of the model."""
+    build_valid(folder)
+    _split(folder, {MLP_TENSOR}, "model-00002-of-00002.safetensors")
+    _write_index(folder, {MLP_TENSOR: "model-00002-of-00002.safetensors"})
+    return folder
+
+
+def build_integer_projection(folder: Path, value: int = 400) -> Path:
+    """A valid model whose attention output projection is stored as int32 (every value ``value``): the
+    loader casts it to float (RMS ``value``), so a scan of float tensors alone would let it through."""
+    build_valid(folder)
+
+    def to_int(tensors: dict[str, torch.Tensor]) -> None:
+        tensors[PROJECTION] = torch.full_like(tensors[PROJECTION], value, dtype=torch.int32)
+
+    return edit_weights(folder, to_int)
+
+
 HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "pickle_bomb": (build_pickle_bomb, "forbidden_file"),
     "remote_code": (build_remote_code, "forbidden_file"),
@@ -258,6 +314,10 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "wrong_shape": (build_wrong_shape, "weights_mismatch"),
     "extra_tensor": (build_extra_tensor, "weights_mismatch"),
     "deep_config": (build_deep_config, "invalid_config"),
+    "stray_shard": (build_stray_shard, "invalid_weights"),
+    "index_subset": (build_index_subset, "invalid_weights"),
+    "single_plus_index": (build_single_plus_index, "invalid_weights"),
+    "integer_projection": (build_integer_projection, "weights_dtype"),
 }
 """Attack name -> (builder, reason ``check_folder`` gives) for the LOCAL competition."""
 

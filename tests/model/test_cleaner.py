@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save
 
 from constants.competitions import LOCALNET_SCHEDULE, Competition
 from model.cleaner import ModelCleaner
@@ -92,7 +94,7 @@ def test_budget_evicts_least_useful_first_and_never_evaluated_last(tmp_path: Pat
     assert deleted == [store.model_dir("hk-poor", mid("hk-poor")), store.model_dir("hk-good", mid("hk-good"))]
     assert store.size() == 100 and store.model_dir("hk-new", mid("hk-new")).is_dir()
     poor = tracker.get("hk-poor")
-    assert poor is not None and (poor.status, poor.reason) == ("rejected", "evicted")
+    assert poor is not None and (poor.status, poor.reason) == ("waiting", "evicted")  # retryable
     assert set(tracker.models_for("local")) == {"hk-new"}
     assert cleaner.clean() == []  # within budget now
     cleaner = ModelCleaner(store, tracker, grace_s=GRACE, max_bytes=0)
@@ -136,7 +138,10 @@ class PassChecker:
     def check_repo(self, info: RepoInfo, competition: Competition) -> None:
         return None
 
-    def check_folder(self, path: Path, competition: Competition) -> int:
+    def stream_scan(self) -> None:
+        return None
+
+    def check_folder(self, path: Path, competition: Competition, *, scan: object = None) -> int:
         return 1
 
 
@@ -161,7 +166,8 @@ def test_with_the_updater_on_a_local_network(tmp_path: Path) -> None:
     for weights in (b"first", b"second"):
         src = tmp_path / weights.decode()
         src.mkdir()
-        (src / "model.safetensors").write_bytes(weights)
+        values = torch.tensor(list(weights), dtype=torch.float32)
+        (src / "model.safetensors").write_bytes(save({"w": values}))  # a real safetensors file
         commit = miner_hub.upload_folder("alice/ft", src)
         ids.append(ModelId("alice", "ft", commit, hash_directory(src), "local"))
         miner_chain.commit(ids[-1].to_compressed_str())

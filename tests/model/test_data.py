@@ -81,3 +81,26 @@ def test_invalid_fields_refused_at_construction() -> None:
         ModelId(namespace="", name="x")
     with pytest.raises(ValueError):
         ModelId(namespace="a", name="b", commit="None")
+
+
+def test_a_commit_of_dot_is_refused() -> None:
+    for commit in (".", "..", "a..b"):
+        with pytest.raises(ValueError):
+            ModelId("ns", "name", commit, "h=", "l3")
+    with pytest.raises(ValueError):
+        ModelId.from_compressed_str("ns:name:.:h=:l3")
+    assert ModelId("ns", "name", "v1.0", "h=", "l3").commit == "v1.0"
+
+
+def test_every_parsed_legacy_commitment_can_be_written_back() -> None:
+    commit, model_hash = "a" * 40, "b" * 43 + "="
+    longest = "n" * (MAX_COMMITMENT_BYTES - 3 - len(commit) - len(model_hash))
+    legacy = f"{longest[:20]}:{longest[20:]}:{commit}:{model_hash}"
+    assert len(legacy) == MAX_COMMITMENT_BYTES
+    parsed = ModelId.from_compressed_str(legacy)
+    assert parsed.competition_id == LEGACY_COMPETITION_ID
+    assert parsed.to_compressed_str() == legacy  # 4 fields again: not 131 bytes
+    assert ModelId.from_compressed_str(parsed.to_compressed_str()) == parsed
+    assert max_repo_chars(parsed) == len(longest)
+    five = ModelId.from_compressed_str(f"ns:name:{commit}:{model_hash}:m1")
+    assert five.to_compressed_str() == f"ns:name:{commit}:{model_hash}"

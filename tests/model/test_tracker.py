@@ -71,6 +71,23 @@ def test_weights_hash_round_trip_and_files_without_it(tmp_path: Path) -> None:
     assert ModelTracker.load(path).hotkeys() == ["hk-b"]
 
 
+def test_a_weights_hash_of_file_bytes_is_dropped_and_the_manifest_round_trips(tmp_path: Path) -> None:
+    tracker = ModelTracker()
+    stored = (("config.json", 41, 1_700_000_000_000_000_000), ("model.safetensors", 400, 17))
+    tracker.put(dataclasses.replace(ok("hk-a"), weights_hash="tensors=", stored=stored))
+    path = tmp_path / "tracker.json"
+    tracker.save(path)
+    loaded = ModelTracker.load(path)
+    assert loaded.get("hk-a").stored == stored and loaded.get("hk-a").weights_hash == "tensors="  # type: ignore[union-attr]
+    data = json.loads(path.read_text())
+    del data["models"]["hk-a"]["weights_hash_kind"]  # saved when the weights hash covered file bytes
+    path.write_text(json.dumps(data))
+    assert ModelTracker.load(path).get("hk-a").weights_hash is None  # type: ignore[union-attr]
+    data["models"]["hk-a"]["stored"] = [["model.safetensors", -1, 0]]
+    path.write_text(json.dumps(data))
+    assert ModelTracker.load(path).hotkeys() == []
+
+
 def test_missing_file_is_an_empty_tracker(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         assert ModelTracker.load(tmp_path / "absent.json").records() == {}

@@ -44,6 +44,18 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
+def manifest(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """``(relative path, size, mtime_ns)`` of every file under ``folder``, sorted (symlinks not followed):
+    enough to notice a deleted, truncated or rewritten file without reading any."""
+    entries = []
+    for dirpath, _, filenames in os.walk(folder):
+        for filename in filenames:
+            info = os.lstat(os.path.join(dirpath, filename))
+            relative = Path(dirpath, filename).relative_to(folder).as_posix()
+            entries.append((relative, info.st_size, info.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
 class DiskModelStore:
     """Folders of downloaded models, one per hotkey and commit."""
 
