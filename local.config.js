@@ -22,7 +22,7 @@ module.exports = {
       name: "local-validator",
       script: "neurons/validator.py",
       interpreter: py,
-      args: `--localnet ${net} --wallet.name validator --device cpu --wandb.off --state_dir ${net}/validator/state --model_dir ${net}/validator/models --leaderboard ${net}/validator/leaderboard.html --leaderboard.port 8765 --min_model_age_blocks 0 --blocks_per_epoch 20 --weights_check_seconds 10 --update_delay_minutes 0.5 --samples_per_step 64`,
+      args: `--localnet ${net} --wallet.name validator --device cpu --wandb.off --state_dir ${net}/validator/state --model_dir ${net}/validator/models --leaderboard ${net}/validator/leaderboard.html --leaderboard.port 8765 --blocks_per_epoch 20 --weights_check_seconds 10 --update_delay_minutes 0.5 --samples_per_step 64`,
       autorestart: true,
       restart_delay: 5000,
     },

@@ -73,7 +73,6 @@ class ModelUpdater:
         checker: Checker,
         *,
         schedule: Sequence[ScheduleEntry] = MAINNET_SCHEDULE,
-        min_age_blocks: int = 0,
         attempts: int = 2,
         download_timeout_s: float = 4 * 3600.0,
         info_timeout_s: float = 600.0,
@@ -86,15 +85,16 @@ class ModelUpdater:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if min_age_blocks < 0 or attempts < 1 or max_downloads < 1:
-            raise ValueError("need min_age_blocks >= 0, attempts >= 1 and max_downloads >= 1")
+        if attempts < 1 or max_downloads < 1:
+            raise ValueError("need attempts >= 1 and max_downloads >= 1")
         if download_timeout_s <= 0 or info_timeout_s <= 0 or retry_wait_s < 0 or backoff_s < 0:
             raise ValueError("timeouts must be > 0 and waits >= 0")
         if (max_store_bytes is not None and max_store_bytes < 0) or temp_grace_s < 0:
             raise ValueError("need max_store_bytes >= 0 and temp_grace_s >= 0")
         self._chain, self._hub, self._store = chain, hub, store
         self._tracker, self._checker, self._schedule = tracker, checker, tuple(schedule)
-        # min_age_blocks is accepted and ignored: the validator applies each competition's evaluation delay
+        # no age gate: a model is fetched as soon as it is committed; the validator applies each
+        # competition's evaluation delay when it chooses the models of a step
         self._attempts, self._max_downloads = attempts, max_downloads
         self._download_timeout_s, self._info_timeout_s = download_timeout_s, info_timeout_s
         self._retry_wait_s, self._backoff_s = retry_wait_s, backoff_s

@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         [PYTHON, "neurons/validator.py", *network, "--wallet.name", "validator",
          "--device", "cpu", "--wandb.off", "--max_steps", str(args.steps),
          "--state_dir", str(root / "validator" / "state"), "--model_dir", str(root / "validator" / "models"),
-         "--leaderboard", str(root / "validator" / "leaderboard.html"), "--min_model_age_blocks", "0",
+         "--leaderboard", str(root / "validator" / "leaderboard.html"),
          "--samples_per_step", str(args.samples), "--blocks_per_epoch", "3",
          "--weights_check_seconds", "1", "--sample_min", str(len(miners))],
         validator_log, wait=False,

@@ -162,10 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
         add_options(group, cls)
         if cls is EvaluationOptions:
             add_options(group, LoadOptions)
-        if cls is StorageOptions:  # (its own helper may drop this flag: declared apart on purpose)
-            group.add_argument(
-                "--min_model_age_blocks", type=int, default=10, help="models younger than this wait a pass"
-            )
     add_data_args(parser)
     add_wandb_args(parser, project="finetune-subnet")
     return parser
@@ -301,7 +297,7 @@ def build_validator(args: argparse.Namespace, network: Network) -> Validator:
     max_store_bytes = int(storage.max_model_dir_gb * 1024**3)
     updater = ModelUpdater(
         network.chain, network.hub, store, tracker, ModelChecker(),
-        schedule=schedule, min_age_blocks=args.min_model_age_blocks, max_store_bytes=max_store_bytes,
+        schedule=schedule, max_store_bytes=max_store_bytes,
     )  # fmt: skip
     cleaner = ModelCleaner(
         store, tracker, grace_s=storage.grace_period_minutes * 60, max_bytes=max_store_bytes

@@ -156,7 +156,6 @@ def test_with_the_updater_on_a_local_network(tmp_path: Path) -> None:
         tracker,
         PassChecker(),
         schedule=LOCALNET_SCHEDULE,
-        min_age_blocks=0,
     )
     miner_hub = LocalHub(tmp_path / "hub", user="alice")
     miner_hub.create_repo("alice/ft", private=False)

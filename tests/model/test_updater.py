@@ -129,7 +129,6 @@ class Net:
         self.checker = checker or FakeChecker()
         options: dict[str, object] = {
             "schedule": LOCALNET_SCHEDULE,
-            "min_age_blocks": MIN_AGE,
             "attempts": 2,
             "retry_wait_s": 0.0,
             "backoff_s": 60.0,
@@ -292,7 +291,7 @@ def test_competition_that_starts_later_is_rechecked(tmp_path: Path, caplog: pyte
 
 
 def test_a_model_is_downloaded_in_the_block_it_is_committed(tmp_path: Path) -> None:
-    net = Net(tmp_path, min_age_blocks=100)  # accepted and ignored: the validator applies the delay
+    net = Net(tmp_path)  # no age gate: the validator applies the evaluation delay
     model_id = net.publish("hk-a", "alice")
     assert net.sync("hk-a").outcome == "ok"
     assert net.tracker.models_for("local")["hk-a"].metadata.id == model_id  # type: ignore[union-attr]

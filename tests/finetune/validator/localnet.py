@@ -114,7 +114,6 @@ class LocalNet:
                 tracker,
                 ModelChecker(),
                 schedule=schedule,
-                min_age_blocks=0,
                 retry_wait_s=0.01,
                 max_downloads=max_downloads,
             ),

@@ -24,7 +24,7 @@ def neuron_args(root: Path) -> list[str]:
     return [
         "--localnet", str(root), "--wallet.name", "validator", "--device", "cpu", "--wandb.off",
         "--state_dir", str(root / "state"), "--model_dir", str(root / "models"),
-        "--min_model_age_blocks", "0", "--latest_cortex_samples", "16", "--sample_min", "2",
+        "--latest_cortex_samples", "16", "--sample_min", "2",
     ]  # fmt: skip
 
 
