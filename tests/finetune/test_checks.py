@@ -576,7 +576,7 @@ def test_one_wide_row_is_scanned_in_bounded_chunks(
 
     tiny = ModelChecker(max_tensor_check_bytes=budget)
     with pytest.raises(ModelRejectedError, match="NaN") as info:
-        tiny._check_weights(path, header, LOCAL)
+        tiny._check_weights(path, header, LOCAL, None, path.name)
     assert info.value.reason == "nan_weights"
 
 

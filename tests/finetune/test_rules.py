@@ -187,11 +187,10 @@ def test_the_sdk_accepts_chain_weights_where_it_refuses_plain_normalized_scores(
     fake.set_storage("SubtensorModule", "MaxWeightsLimit", [netuid], 65535)
     fake.set_storage("SubtensorModule", "SubnetEpochConsensus", [netuid], "Yuma")
     fake.set_storage("SubtensorModule", "MinAllowedWeights", [netuid], 8)
-    subtensor = bt.Subtensor("test", substrate=fake)
+    chain = BittensorChain.connect(
+        "test", netuid=netuid, signer=wallet.hotkey, substrate=fake, timeout_s=5.0, attempts=1
+    )
     try:
-        chain = BittensorChain(
-            subtensor, netuid=netuid, wallet=wallet, timeout_s=5.0, attempts=1, wait_s=0.01
-        )
         hotkeys = [f"hk{i}" for i in range(20)]
         targets = {"hk3": 0.8, "hk7": 0.2}
         plain = [targets.get(hk, 0.0) for hk in hotkeys]
@@ -202,4 +201,4 @@ def test_the_sdk_accepts_chain_weights_where_it_refuses_plain_normalized_scores(
         (sent,) = fake.submissions
         assert len(sent.call.params["dests"]) == 8 and max(sent.call.params["weights"]) == 65535
     finally:
-        subtensor.close()
+        chain.close()

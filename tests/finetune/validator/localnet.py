@@ -97,8 +97,9 @@ class LocalNet:
         **settings: Any,
     ) -> Validator:
         chain = LocalChain(self.chain.path, hotkey=VALIDATOR)
+        # a validator of its own (state_dir given) has its own store too, as on separate machines
+        store = DiskModelStore(self.root / "models" if state_dir is None else state_dir / "models")
         state_dir = state_dir or self.root / "state"
-        store = DiskModelStore(self.root / "models")
         tracker = ModelTracker.load(state_dir / "tracker.json")
         options: dict[str, Any] = {"samples_per_step": 24, "step_pause_s": 0.0, **settings}
         return Validator(
