@@ -46,6 +46,6 @@ def test_local_subnet_end_to_end(tmp_path: Path) -> None:
     page = json.loads((net / "validator" / "summary.json").read_text())
     statuses = {m["uid"]: (m["status"], m["reason"]) for m in page["miners"]}
     assert statuses[copier["uid"]] == ("copy", f"same weights as uid {strong['uid']}, committed earlier")
-    assert statuses[pickler["uid"]][0] == "rejected" and "forbidden_file" in statuses[pickler["uid"]][1]
+    assert statuses[pickler["uid"]][0] == "rejected" and "no_weights" in statuses[pickler["uid"]][1]
     assert statuses[strong["uid"]][0] == "evaluated"
     assert (net / "validator" / "leaderboard.html").stat().st_mode & 0o777 == 0o644
