@@ -279,7 +279,7 @@ def plan_miners(count: int, *, smol: bool, quick: bool) -> list[Miner]:
         Miner("weak", "trained briefly", epochs=weak[0], samples=weak[1]),
         Miner("untrained", "base model untouched"),
         Miner("copier", "re-uploads strong's model"),
-        Miner("pickler", "model with a pickle file"),
+        Miner("pickler", "weights only as pickle"),
     ]
     for k in range(max(0, count - len(miners))):
         samples = 16 * (1 + k % 3) if smol else 64 * scale * (1 + k % 3)
