@@ -22,8 +22,17 @@ The wandb 0.31 public API calls used (all of them under :func:`utilities.retry.r
   now; a lazy paginator, newest runs first; only the first ``latest_runs`` are taken;
 * ``run.lastHistoryStep`` (a GraphQL query) and
   ``run.scan_history(min_step=..., max_step=..., page_size=..., use_cache=False)``: the last
-  ``history_steps`` rows. ``scan_history(keys=...)`` is not used: it only returns rows holding *all* the
-  keys, and no step holds all 256 uids.
+  ``history_steps`` rows, or, given a cut-off, pages read backwards from the last step until the
+  ``history_steps`` newest rows at or before it are found. ``scan_history(keys=...)`` is not used: it only
+  returns rows holding *all* the keys, and no step holds all 256 uids.
+
+Validators stepping at different moments of one sync window must draw the same samples, although
+Cortex.t keeps logging. So ``sample(n, seed=..., cutoff=...)`` takes the Unix time of the sync block:
+runs created after it are passed over (they take no slot of ``latest_runs``), only rows whose
+``_timestamp`` is at or before it and within ``lookback_s`` of it are kept, candidates are keyed by
+(run id, step, uid), and each is ranked by a hash of (seed, key): the ``n`` lowest ranks are drawn. A
+row that appears later (or a run that stops and drops out) adds or removes only its own candidates, so
+no other pick changes. Without a cut-off the last rows of each run are read, as the seed does.
 
 A run whose history fails is skipped with a warning; when no run can be read, or nothing usable is left
 after filtering, :class:`DataSourceError` is raised so the validator skips the step.
@@ -36,15 +45,16 @@ import itertools
 import logging
 import math
 import os
-import random
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from constants import CORTEX_MAX_UIDS, CORTEX_WANDB_PROJECT, CORTEX_WANDB_RUN_TYPE
 from finetune.data.filters import clean_sample
 from finetune.data.protocol import Sample
+from finetune.data.seeding import derive_seed
 from utilities.errors import ConfigError, DataSourceError
 from utilities.retry import CallTimeoutError, retry_call
 
@@ -125,8 +135,41 @@ def _step(row: Mapping[str, Any]) -> int:
     return step if isinstance(step, int) else -1
 
 
+def _timestamp(row: Mapping[str, Any]) -> float | None:
+    """The row's ``_timestamp`` (Unix seconds, as wandb logs it), ``None`` when absent or not a number."""
+    value = row.get("_timestamp")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _created_at(run: Any) -> float | None:
+    """When the run was created (its ISO ``created_at``, UTC when no zone is given), ``None`` if unknown."""
+    text = getattr(run, "created_at", None)
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+class Candidate(NamedTuple):
+    """One usable sample and where it was logged: ``(run, step, uid)`` is its stable key."""
+
+    run: str
+    step: int
+    uid: int
+    sample: Sample
+
+
 class CortexSource:
-    """The latest Cortex.t validator runs' samples, deduplicated, filtered, subsampled by seed."""
+    """The latest Cortex.t validator runs' samples, deduplicated, filtered, drawn by a hash of the seed.
+
+    With ``cutoff=`` (the sync block's Unix time) a draw depends only on the seed and on what was logged
+    at or before the cut-off within ``lookback_s``: later rows and later runs change nothing.
+    """
 
     def __init__(
         self,
@@ -137,6 +180,10 @@ class CortexSource:
         latest_runs: int = 8,
         history_steps: int = 1,
         running_only: bool = True,
+        lookback_s: float = 3600.0,
+        scan_page_steps: int = 32,
+        max_scan_steps: int = 2048,
+        max_skipped_runs: int = 32,
         max_uids: int = CORTEX_MAX_UIDS,
         timeout_s: float = 30.0,
         request_timeout_s: float | None = None,
@@ -149,6 +196,10 @@ class CortexSource:
     ) -> None:
         if latest_runs < 1 or history_steps < 1 or max_uids < 1:
             raise ValueError("latest_runs, history_steps and max_uids must be >= 1")
+        if not lookback_s > 0 or scan_page_steps < 1 or max_scan_steps < 1 or max_skipped_runs < 0:
+            raise ValueError(
+                "lookback_s must be > 0, scan_page_steps and max_scan_steps >= 1, max_skipped_runs >= 0"
+            )
         if timeout_s <= 0 or deadline_s <= 0 or attempts < 1:
             raise ValueError("timeout_s and deadline_s must be > 0 and attempts >= 1")
         self.project = project
@@ -156,6 +207,10 @@ class CortexSource:
         self.latest_runs = latest_runs
         self.history_steps = history_steps
         self.running_only = running_only
+        self.lookback_s = lookback_s
+        self.scan_page_steps = scan_page_steps
+        self.max_scan_steps = max_scan_steps
+        self.max_skipped_runs = max_skipped_runs
         self.max_uids = max_uids
         self.timeout_s = timeout_s
         self.request_timeout_s = request_timeout_s if request_timeout_s is not None else 0.75 * timeout_s
@@ -187,56 +242,70 @@ class CortexSource:
             conditions.append({"state": "running"})
         return conditions[0] if len(conditions) == 1 else {"$and": conditions}
 
-    def sample(self, n: int, *, seed: int) -> list[Sample]:
-        """Up to ``n`` samples of the pool read from the latest runs, chosen by ``seed``, newest first."""
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
+        """Up to ``n`` samples ranked by a hash of (``seed``, run, step, uid), in (run, step, uid) order.
+
+        ``cutoff`` (Unix seconds; the sync block's time) keeps only what was logged at or before it and
+        within ``lookback_s`` of it, so that reads at different moments give the same samples.
+        """
         if n <= 0:
             return []
-        pool = self.read_pool()
-        if len(pool) <= n:
-            return pool
-        chosen = sorted(random.Random(seed).sample(range(len(pool)), n))
-        return [pool[i] for i in chosen]
+        pool = self.read_candidates(cutoff=cutoff)
+        chosen = sorted(pool, key=lambda c: derive_seed(seed, "cortex", c.run, str(c.step), str(c.uid)))
+        return [c.sample for c in sorted(chosen[:n], key=lambda c: (c.run, c.step, c.uid))]
 
-    def read_pool(self) -> list[Sample]:
-        """Every usable sample of the latest runs (newest run, newest step, lowest uid first)."""
+    def read_pool(self, *, cutoff: float | None = None) -> list[Sample]:
+        """Every usable sample (run id, step, uid order), deduplicated by response."""
+        return [c.sample for c in self.read_candidates(cutoff=cutoff)]
+
+    def read_candidates(self, *, cutoff: float | None = None) -> list[Candidate]:
+        """Every usable sample of the latest runs with its key, in (run id, step, uid) order; of samples
+        with the same response only the first in that order is kept."""
+        if cutoff is not None and not math.isfinite(cutoff):
+            raise ValueError(f"cutoff must be a finite Unix time, got {cutoff}")
         deadline = time.monotonic() + self.deadline_s
         api = self._call(self._shared_api, what="wandb.Api()", deadline=deadline)
         runs = self._call(
-            lambda: self._list_runs(api), what=f"wandb runs of {self.project}", deadline=deadline
+            lambda: self._list_runs(api, cutoff=cutoff),
+            what=f"wandb runs of {self.project}",
+            deadline=deadline,
         )
         if not runs:
             raise DataSourceError(f"no {self.run_type} runs in wandb project {self.project}")
 
-        pool: list[Sample] = []
-        seen: set[str] = set()
-        read = 0
+        rows_of: dict[str, list[Mapping[str, Any]]] = {}
         for run in runs:
             name = str(getattr(run, "id", run))
             if time.monotonic() >= deadline:
-                logger.warning("cortex: deadline of %g s reached; %d runs read", self.deadline_s, read)
+                logger.warning(
+                    "cortex: deadline of %g s reached; %d runs read", self.deadline_s, len(rows_of)
+                )
                 break
             try:
-                rows = self._call(
-                    functools.partial(self._read_history, run),
+                rows_of[name] = self._call(
+                    functools.partial(self._read_history, run, cutoff=cutoff),
                     what=f"history of run {name}",
                     deadline=deadline,
                 )
             except DataSourceError as exc:
                 logger.warning("cortex: skipping run %s: %s", name, exc)
-                continue
-            read += 1
-            for row in sorted(rows, key=_step, reverse=True):
+        if not rows_of:
+            raise DataSourceError(f"no run history of {self.project} could be read ({len(runs)} runs tried)")
+        pool = list(self._candidates(rows_of))
+        if not pool:
+            raise DataSourceError(f"{len(rows_of)} runs of {self.project} hold no usable sample")
+        logger.info("cortex: %d samples from %d runs (cut-off %s)", len(pool), len(rows_of), cutoff)
+        return pool
+
+    def _candidates(self, rows_of: Mapping[str, list[Mapping[str, Any]]]) -> Iterator[Candidate]:
+        seen: set[str] = set()
+        for name in sorted(rows_of):
+            for row in sorted(rows_of[name], key=_step):
                 for uid in range(self.max_uids):
                     cleaned = clean_sample(_field(row, "prompts", uid), _field(row, "responses", uid))
                     if cleaned is not None and cleaned[1] not in seen:
                         seen.add(cleaned[1])
-                        pool.append(cleaned)
-        if read == 0:
-            raise DataSourceError(f"no run history of {self.project} could be read ({len(runs)} runs tried)")
-        if not pool:
-            raise DataSourceError(f"{read} runs of {self.project} hold no usable sample")
-        logger.info("cortex: %d samples from %d runs", len(pool), read)
-        return pool
+                        yield Candidate(name, _step(row), uid, cleaned)
 
     def _shared_api(self) -> Any:
         """The one ``wandb.Api`` of this source, built on first use (each build verifies the key)."""
@@ -254,18 +323,51 @@ class CortexSource:
             kwargs["api_key"] = self._api_key
         return self._api_factory(**kwargs)
 
-    def _list_runs(self, api: Any) -> list[Any]:
+    def _list_runs(self, api: Any, *, cutoff: float | None = None) -> list[Any]:
+        """The newest ``latest_runs`` runs, passing over (at most ``max_skipped_runs``) runs created after
+        ``cutoff``, so that runs started since the sync block take no slot."""
         runs = api.runs(self.project, filters=self.filters, order="-created_at", per_page=self.latest_runs)
-        return list(itertools.islice(runs, self.latest_runs))
+        if cutoff is None:
+            return list(itertools.islice(runs, self.latest_runs))
+        kept: list[Any] = []
+        for run in itertools.islice(runs, self.latest_runs + self.max_skipped_runs):
+            created = _created_at(run)
+            if created is None or created <= cutoff:
+                kept.append(run)
+                if len(kept) == self.latest_runs:
+                    break
+        return kept
 
-    def _read_history(self, run: Any) -> list[Mapping[str, Any]]:
+    def _read_history(self, run: Any, *, cutoff: float | None = None) -> list[Mapping[str, Any]]:
+        """The last ``history_steps`` rows; given ``cutoff``, the last ``history_steps`` rows logged at or
+        before it and after ``cutoff - lookback_s``, read backwards a page at a time from the last step
+        (at most ``max_scan_steps`` steps)."""
         last_step = int(run.lastHistoryStep)
         if last_step < 0:
             return []
-        min_step = max(0, last_step + 1 - self.history_steps)
-        scan = run.scan_history(
-            min_step=min_step, max_step=last_step + 1, page_size=self.history_steps, use_cache=False
-        )
+        if cutoff is None:
+            return self._scan(run, max(0, last_step + 1 - self.history_steps), last_step + 1)
+        oldest = cutoff - self.lookback_s
+        kept: list[Mapping[str, Any]] = []
+        stop = last_step + 1
+        floor = max(0, stop - self.max_scan_steps)
+        while stop > floor and len(kept) < self.history_steps:
+            start = max(floor, stop - self.scan_page_steps)
+            page = sorted(self._scan(run, start, stop), key=_step, reverse=True)
+            for row in page:
+                when = _timestamp(row)
+                if when is None or when > cutoff:
+                    continue
+                if when <= oldest:
+                    return kept
+                kept.append(row)
+                if len(kept) == self.history_steps:
+                    return kept
+            stop = start
+        return kept
+
+    def _scan(self, run: Any, start: int, stop: int) -> list[Mapping[str, Any]]:
+        scan = run.scan_history(min_step=start, max_step=stop, page_size=stop - start, use_cache=False)
         return [row for row in scan if isinstance(row, Mapping)]
 
     def _call(self, fn: Callable[[], Any], *, what: str, deadline: float) -> Any:

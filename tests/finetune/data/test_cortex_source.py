@@ -31,9 +31,10 @@ def _no_wandb_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
 
 
-def row(step: int, samples: dict[int, tuple[Any, Any]]) -> dict[str, Any]:
+def row(step: int, samples: dict[int, tuple[Any, Any]], *, at: float | None = None) -> dict[str, Any]:
     """A history row as wandb returns it: flattened ``prompts.<uid>``/``responses.<uid>`` and extras."""
-    result: dict[str, Any] = {"_step": step, "_runtime": 100.0 + step, "_timestamp": 1.7e9 + step}
+    when = 1.7e9 + step if at is None else at
+    result: dict[str, Any] = {"_step": step, "_runtime": 100.0 + step, "_timestamp": when}
     for uid, (prompt, response) in samples.items():
         result[f"prompts.{uid}"] = prompt
         result[f"responses.{uid}"] = response
@@ -132,14 +133,14 @@ def source(api: FakeApi, **options: Any) -> CortexSource:
     return CortexSource(**(defaults | options))
 
 
-def test_latest_validator_runs_newest_first() -> None:
+def test_latest_validator_runs_in_run_step_uid_order() -> None:
     api = FakeApi(make_runs())
     samples = source(api, latest_runs=2, history_steps=2).sample(100, seed=1)
-    assert samples == [
+    assert samples == [  # the two newest running validator runs, "new" and "mid", sorted by run id
+        ("mid q", "mid a"),
+        ("new q8", "new a8"),
         ("new q9 uid12", "new a9 uid12"),
         ("new q9 uid200", "new a9 uid200"),
-        ("new q8", "new a8"),
-        ("mid q", "mid a"),
     ]
     path, kwargs = api.runs_calls[0]
     assert path == "cortex-t/multi-modality"
@@ -335,3 +336,96 @@ def test_the_real_wandb_api_with_an_unverifiable_key_is_not_retried() -> None:
         cortex.sample(1, seed=0)
     assert type(info.value.__cause__).__name__ == "AuthenticationError"
     assert len(built) == 1 and built[0]["api_key"] == KEY and built[0]["timeout"] == 1
+
+
+# ---- a draw fixed by the sync block: cut-off, look-back, stable keys, hash ranks ---------------------
+T = 1_750_000_000.0  # the sync block's time (2025-06-15T15:06:40Z)
+
+
+def iso(unix: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(unix, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def logged(run_id: str, steps: range, *, first_at: float, every_s: float = 12.0) -> list[dict[str, Any]]:
+    """A run's rows: 40 samples a step, ``every_s`` apart from ``first_at``."""
+    return [
+        row(
+            step,
+            {uid: (f"{run_id} q{step}.{uid}", f"{run_id} a{step}.{uid}") for uid in range(0, 200, 5)},
+            at=first_at + (step - steps.start) * every_s,
+        )
+        for step in steps
+    ]
+
+
+def window_runs(*, later: bool) -> list[FakeRun]:
+    """Three validator runs as read at the sync block, or (``later``) a while after it: each run has
+    logged 60 more steps since, and two runs were started after the cut-off."""
+    runs = []
+    for run_id, age_s in (("a1", 3 * 3600.0), ("b2", 2 * 3600.0), ("c3", 1800.0)):
+        before = int(age_s // 12)  # steps logged from the run's start up to the cut-off
+        steps = range(0, before + (60 if later else 0))
+        runs.append(FakeRun(run_id, iso(T - age_s), logged(run_id, steps, first_at=T - age_s + 6.0)))
+    if later:
+        for run_id in ("00new", "zz-new"):  # newest first by creation: they would take latest_runs' slots
+            runs.append(FakeRun(run_id, iso(T + 60.0), logged(run_id, range(0, 20), first_at=T + 66.0)))
+    return runs
+
+
+def window_source(runs: list[FakeRun]) -> CortexSource:
+    return source(FakeApi(runs), latest_runs=3, history_steps=10, lookback_s=1200.0, scan_page_steps=16)
+
+
+def test_reads_later_in_the_sync_window_draw_the_same_samples() -> None:
+    at_sync = window_source(window_runs(later=False)).sample(50, seed=7, cutoff=T)
+    later_runs = window_runs(later=True)
+    later = window_source(later_runs).sample(50, seed=7, cutoff=T)
+    assert len(at_sync) == 50 and later == at_sync
+    assert window_source(window_runs(later=True)).sample(50, seed=8, cutoff=T) != at_sync  # the seed decides
+    # only rows at or before the cut-off and within the look-back, the 10 newest of each run
+    pool = window_source(window_runs(later=True)).read_pool(cutoff=T)
+    assert len(pool) == 3 * 10 * 40
+    assert {p.split()[0] for p, _ in pool} == {"a1", "b2", "c3"}
+    a1_steps = {int(p.split()[1][1:].split(".")[0]) for p, _ in pool if p.startswith("a1")}
+    assert a1_steps == set(range(890, 900))  # a1 logged steps 0..899 up to the cut-off
+    # 60 steps logged since the cut-off are skipped by reading pages backwards, not the whole run
+    a1 = next(r for r in later_runs if r.id == "a1")
+    assert [scan["min_step"] for scan in a1.scans] == [944, 928, 912, 896, 880]
+
+
+def test_a_late_row_in_the_window_changes_only_its_own_picks() -> None:
+    runs = window_runs(later=False)
+    first = window_source(runs).sample(50, seed=11, cutoff=T)
+    b2 = runs[1]
+    late = row(600, {uid: (f"late q{uid}", f"late a{uid}") for uid in range(100)}, at=T - 1.0)
+    b2._rows.append(late)  # logged before the cut-off, visible only to the second read
+    second = window_source(runs).sample(50, seed=11, cutoff=T)
+    gained, lost = set(second) - set(first), set(first) - set(second)
+    assert gained and all(p.startswith("late") for p, _ in gained)  # a hash rank, not a position
+    assert len(lost) == len(gained)  # each late pick displaced one pick, no others moved
+    assert len(set(first) & set(second)) == 50 - len(gained)
+
+
+def test_without_a_cutoff_a_new_run_changes_only_its_own_picks() -> None:
+    old = FakeRun("r-old", "2024-01-01", [row(0, {uid: (f"q{uid}", f"a{uid}") for uid in range(200)})])
+    first = source(FakeApi([old])).sample(100, seed=12345)
+    new = FakeRun("r-new", "2024-01-02", [row(0, {uid: (f"new q{uid}", f"new a{uid}") for uid in range(3)})])
+    second = source(FakeApi([old, new])).sample(100, seed=12345)
+    assert len(set(first) & set(second)) >= 97  # by position, 18 of 100 were left (review finding 4)
+
+
+def test_rows_older_than_the_look_back_or_without_a_time_are_not_drawn() -> None:
+    rows = [
+        row(0, {0: ("stale q", "stale a")}, at=T - 1300.0),
+        row(1, {0: ("kept q", "kept a")}, at=T - 1000.0),
+        {"_step": 2, "prompts.0": "no time q", "responses.0": "no time a"},
+        row(3, {0: ("after q", "after a")}, at=T + 1.0),
+    ]
+    run = FakeRun("r", iso(T - 2000.0), rows)
+    assert window_source([run]).sample(10, seed=0, cutoff=T) == [("kept q", "kept a")]
+    with pytest.raises(DataSourceError, match="no usable sample"):
+        window_source([run]).sample(10, seed=0, cutoff=T - 1301.0)  # nothing logged in that window
+    with pytest.raises(ValueError, match="finite"):
+        window_source([run]).sample(10, seed=0, cutoff=float("nan"))
