@@ -27,12 +27,13 @@ The wandb 0.31 public API calls used (all of them under :func:`utilities.retry.r
   returns rows holding *all* the keys, and no step holds all 256 uids.
 
 Validators stepping at different moments of one sync window must draw the same samples, although
-Cortex.t keeps logging. So ``sample(n, seed=..., cutoff=...)`` takes the Unix time of the sync block:
-runs created after it are passed over (they take no slot of ``latest_runs``), only rows whose
-``_timestamp`` is at or before it and within ``lookback_s`` of it are kept, candidates are keyed by
-(run id, step, uid), and each is ranked by a hash of (seed, key): the ``n`` lowest ranks are drawn. A
-row that appears later (or a run that stops and drops out) adds or removes only its own candidates, so
-no other pick changes. Without a cut-off the last rows of each run are read, as the seed does.
+Cortex.t keeps logging. So ``sample(n, seed=..., cutoff=...)`` takes the Unix time of the sync block: a
+run counts when it was created by then and its last heartbeat is within ``lookback_s`` of it or later
+(whatever its state now: a run that stops after the cut-off stays in, one that stopped long before or
+started since takes no slot of ``latest_runs``); only rows whose ``_timestamp`` lies in
+``(cutoff - lookback_s, cutoff]`` are kept; candidates are keyed by (run id, step, uid) and ranked by a
+hash of (seed, key), and the ``n`` lowest ranks are drawn. A row that appears late adds only its own
+candidates, so no other pick changes. Without a cut-off the last rows of each run are read, as the seed.
 
 A run whose history fails is skipped with a warning; when no run can be read, or nothing usable is left
 after filtering, :class:`DataSourceError` is raised so the validator skips the step.
@@ -144,8 +145,12 @@ def _timestamp(row: Mapping[str, Any]) -> float | None:
 
 
 def _created_at(run: Any) -> float | None:
-    """When the run was created (its ISO ``created_at``, UTC when no zone is given), ``None`` if unknown."""
-    text = getattr(run, "created_at", None)
+    """When the run was created (its ISO ``created_at``), ``None`` if unknown."""
+    return _iso_time(getattr(run, "created_at", None))
+
+
+def _iso_time(text: object) -> float | None:
+    """Unix seconds of an ISO time as wandb gives it (UTC when no zone is given); ``None`` if not one."""
     if not isinstance(text, str):
         return None
     try:
@@ -236,11 +241,30 @@ class CortexSource:
 
     @property
     def filters(self) -> dict[str, Any]:
-        """The wandb run filter (MongoDB syntax) selecting the validator runs."""
+        """The wandb run filter (MongoDB syntax) selecting the validator runs (without a cut-off)."""
+        return self.filters_for(None)
+
+    def filters_for(self, cutoff: float | None) -> dict[str, Any]:
+        """The run filter of a read; with a cut-off the run's state is not asked for (a run that stops
+        after the cut-off must stay in), :meth:`_was_running` decides instead."""
         conditions: list[dict[str, Any]] = [{"config.type": self.run_type}]
-        if self.running_only:
+        if self.running_only and cutoff is None:
             conditions.append({"state": "running"})
         return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+
+    def _was_running(self, run: Any, cutoff: float) -> bool:
+        """Whether the run had started by ``cutoff`` and, with ``running_only``, was still alive within
+        ``lookback_s`` of it (its last heartbeat is no older); a run without a heartbeat time counts by
+        its state now."""
+        created = _created_at(run)
+        if created is not None and created > cutoff:
+            return False
+        if not self.running_only:
+            return True
+        heartbeat = _iso_time(getattr(run, "heartbeat_at", None))
+        if heartbeat is None:
+            return getattr(run, "state", None) == "running"
+        return heartbeat > cutoff - self.lookback_s
 
     def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
         """Up to ``n`` samples ranked by a hash of (``seed``, run, step, uid), in (run, step, uid) order.
@@ -324,15 +348,16 @@ class CortexSource:
         return self._api_factory(**kwargs)
 
     def _list_runs(self, api: Any, *, cutoff: float | None = None) -> list[Any]:
-        """The newest ``latest_runs`` runs, passing over (at most ``max_skipped_runs``) runs created after
-        ``cutoff``, so that runs started since the sync block take no slot."""
-        runs = api.runs(self.project, filters=self.filters, order="-created_at", per_page=self.latest_runs)
+        """The newest ``latest_runs`` runs; with a cut-off, those running at it (:meth:`_was_running`),
+        passing over at most ``max_skipped_runs`` others, so that runs started since take no slot."""
+        runs = api.runs(
+            self.project, filters=self.filters_for(cutoff), order="-created_at", per_page=self.latest_runs
+        )
         if cutoff is None:
             return list(itertools.islice(runs, self.latest_runs))
         kept: list[Any] = []
         for run in itertools.islice(runs, self.latest_runs + self.max_skipped_runs):
-            created = _created_at(run)
-            if created is None or created <= cutoff:
+            if self._was_running(run, cutoff):
                 kept.append(run)
                 if len(kept) == self.latest_runs:
                     break

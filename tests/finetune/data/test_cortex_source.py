@@ -53,10 +53,12 @@ class FakeRun:
         state: str = "running",
         fail: bool = False,
         hang: bool = False,
+        heartbeat_at: str | None = None,
     ) -> None:
         self.id = run_id
         self.state = state
         self.created_at = created_at
+        self.heartbeat_at = heartbeat_at
         self.config = {"type": run_type}
         self._rows = rows
         self._fail = fail
@@ -363,14 +365,22 @@ def logged(run_id: str, steps: range, *, first_at: float, every_s: float = 12.0)
 def window_runs(*, later: bool) -> list[FakeRun]:
     """Three validator runs as read at the sync block, or (``later``) a while after it: each run has
     logged 60 more steps since, and two runs were started after the cut-off."""
+    now = T + 720.0 if later else T
     runs = []
     for run_id, age_s in (("a1", 3 * 3600.0), ("b2", 2 * 3600.0), ("c3", 1800.0)):
         before = int(age_s // 12)  # steps logged from the run's start up to the cut-off
         steps = range(0, before + (60 if later else 0))
-        runs.append(FakeRun(run_id, iso(T - age_s), logged(run_id, steps, first_at=T - age_s + 6.0)))
+        rows = logged(run_id, steps, first_at=T - age_s + 6.0)
+        runs.append(FakeRun(run_id, iso(T - age_s), rows, heartbeat_at=iso(now)))
+    if later:  # c3 has stopped since the cut-off: it still counts
+        runs[2].state, runs[2].heartbeat_at = "finished", iso(T + 300.0)
+    # the newest run created before the cut-off stopped 1300 s before it: it takes no slot
+    old_rows = logged("d4", range(0, 10), first_at=T - 1500.0, every_s=10.0)
+    runs.append(FakeRun("d4", iso(T - 1500.0), old_rows, state="crashed", heartbeat_at=iso(T - 1300.0)))
     if later:
         for run_id in ("00new", "zz-new"):  # newest first by creation: they would take latest_runs' slots
-            runs.append(FakeRun(run_id, iso(T + 60.0), logged(run_id, range(0, 20), first_at=T + 66.0)))
+            rows = logged(run_id, range(0, 20), first_at=T + 66.0)
+            runs.append(FakeRun(run_id, iso(T + 60.0), rows, heartbeat_at=iso(now)))
     return runs
 
 
