@@ -24,12 +24,11 @@ import functools
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
-
-import tenacity
 
 from model.data import ModelId
 from model.hashing import hash_directory, hash_with_hotkey
@@ -37,6 +36,7 @@ from model.model_files import MODEL_FILE_PATTERNS
 from model.storage.chain.protocol import Chain, Commitment
 from model.storage.hub.protocol import PublishingHub, TransferTimeoutError, split_repo_id
 from utilities.errors import ChainError, CommitmentError, ConfigError, FinetuneError, HubError
+from utilities.retry import retry
 
 T = TypeVar("T")
 
@@ -77,6 +77,8 @@ class Publisher:
     attempts: int = 3
     wait_s: float = 5.0
     commit_interval_blocks: int | None = None
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    """How retries wait (tests pass a recorder)."""
     _pending_public: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     @property
@@ -212,22 +214,12 @@ class Publisher:
     def _retry(self, fn: Callable[[], T], *, what: str) -> T:
         # A commitment refused by the chain's rules (size, rate limit) will not pass by retrying now, and
         # a transfer past its backstop may still be running in the background.
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential(multiplier=self.wait_s, max=60),
-            retry=tenacity.retry_if_exception(
-                lambda e: (
-                    isinstance(e, (HubError, ChainError))
-                    and not isinstance(e, (CommitmentError, TransferTimeoutError))
-                )
-            ),
-            reraise=True,
-            before_sleep=lambda state: logger.warning(
-                "%s failed (attempt %d/%d): %s",
-                what,
-                state.attempt_number,
-                self.attempts,
-                state.outcome.exception() if state.outcome else "?",
-            ),
-        )
-        return retrying(fn)
+        return retry(
+            fn, what=what, attempts=self.attempts, retry_on=(HubError, ChainError), wait_s=self.wait_s,
+            max_wait_s=60.0, sleep=self.sleep, give_up=_final,
+        )  # fmt: skip
+
+
+def _final(error: BaseException) -> bool:
+    """Errors that retrying now cannot cure (see :meth:`Publisher._retry`)."""
+    return isinstance(error, (CommitmentError, TransferTimeoutError))

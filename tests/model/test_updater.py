@@ -796,7 +796,7 @@ def test_a_full_local_disk_is_a_disk_failure_not_a_hub_one(net: Net, monkeypatch
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(local_hub.shutil, "copyfile", full)
+    monkeypatch.setattr(local_hub.shutil, "copyfileobj", full)  # how LocalHub copies a file
     result = net.sync("hk-a")
     assert (result.outcome, result.reason) == ("failed", "disk") and "No space" in result.message
     assert net.hub.calls["download"] == 1  # not retried at once: the disk will not empty itself
