@@ -21,6 +21,7 @@ the last step fails, the model *is* published: :meth:`Publisher.publish` returns
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import shutil
 import tempfile
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, cast
 
 from model.data import ModelId
 from model.hashing import hash_directory, hash_with_hotkey
@@ -46,7 +47,6 @@ _PLACEHOLDER_COMMIT = "0" * 40
 _PLACEHOLDER_HASH = "A" * 43 + "="
 
 
-@runtime_checkable
 class RateLimitedChain(Protocol):
     """A chain that says how many blocks must pass between two commitments of one hotkey."""
 
@@ -134,10 +134,16 @@ class Publisher:
         """Raise :class:`CommitmentError` if the chain would refuse a commitment now (nothing has been
         uploaded or hidden yet); returns the hotkey's current commitment."""
         current = self._retry(lambda: self.chain.commitment(self.hotkey), what="read the commitment")
+        if current is None:
+            return current
         interval = self.commit_interval_blocks
-        if interval is None:
-            interval = self.chain.commit_interval_blocks if isinstance(self.chain, RateLimitedChain) else 0
-        if current is None or interval <= 0:
+        if interval is None:  # the chain's own quota, if it states one (a property may read the chain)
+            states = inspect.getattr_static(self.chain, "commit_interval_blocks", None) is not None
+            chain = cast(RateLimitedChain, self.chain)
+            interval = (
+                self._retry(lambda: int(chain.commit_interval_blocks), what="read the quota") if states else 0
+            )
+        if interval <= 0:
             return current
         block = self._retry(self.chain.current_block, what="read the block")
         if block - current.block < interval:
