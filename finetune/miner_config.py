@@ -285,7 +285,7 @@ def build_sources(args: argparse.Namespace, *, local: bool) -> tuple[SampleSourc
         return SyntheticSource("train"), SyntheticSource("heldout")
     options: dict[str, Any] = {"history_steps": args.cortex_steps} if kind == "cortex" else {}
     if kind == "dataset":
-        options = {"path_or_name": data.data_path}
+        options = data.dataset_options()
     source = make_source(kind, **options)
     return HeldOutSplit(source, split="train"), HeldOutSplit(source, split="heldout")
 

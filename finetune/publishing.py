@@ -21,15 +21,15 @@ the last step fails, the model *is* published: :meth:`Publisher.publish` returns
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
-
-import tenacity
+from typing import Protocol, TypeVar, cast
 
 from model.data import ModelId
 from model.hashing import hash_directory, hash_with_hotkey
@@ -37,6 +37,7 @@ from model.model_files import MODEL_FILE_PATTERNS
 from model.storage.chain.protocol import Chain, Commitment
 from model.storage.hub.protocol import PublishingHub, TransferTimeoutError, split_repo_id
 from utilities.errors import ChainError, CommitmentError, ConfigError, FinetuneError, HubError
+from utilities.retry import retry
 
 T = TypeVar("T")
 
@@ -46,7 +47,6 @@ _PLACEHOLDER_COMMIT = "0" * 40
 _PLACEHOLDER_HASH = "A" * 43 + "="
 
 
-@runtime_checkable
 class RateLimitedChain(Protocol):
     """A chain that says how many blocks must pass between two commitments of one hotkey."""
 
@@ -77,6 +77,8 @@ class Publisher:
     attempts: int = 3
     wait_s: float = 5.0
     commit_interval_blocks: int | None = None
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    """How retries wait (tests pass a recorder)."""
     _pending_public: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     @property
@@ -132,10 +134,16 @@ class Publisher:
         """Raise :class:`CommitmentError` if the chain would refuse a commitment now (nothing has been
         uploaded or hidden yet); returns the hotkey's current commitment."""
         current = self._retry(lambda: self.chain.commitment(self.hotkey), what="read the commitment")
+        if current is None:
+            return current
         interval = self.commit_interval_blocks
-        if interval is None:
-            interval = self.chain.commit_interval_blocks if isinstance(self.chain, RateLimitedChain) else 0
-        if current is None or interval <= 0:
+        if interval is None:  # the chain's own quota, if it states one (a property may read the chain)
+            states = inspect.getattr_static(self.chain, "commit_interval_blocks", None) is not None
+            chain = cast(RateLimitedChain, self.chain)
+            interval = (
+                self._retry(lambda: int(chain.commit_interval_blocks), what="read the quota") if states else 0
+            )
+        if interval <= 0:
             return current
         block = self._retry(self.chain.current_block, what="read the block")
         if block - current.block < interval:
@@ -212,22 +220,12 @@ class Publisher:
     def _retry(self, fn: Callable[[], T], *, what: str) -> T:
         # A commitment refused by the chain's rules (size, rate limit) will not pass by retrying now, and
         # a transfer past its backstop may still be running in the background.
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential(multiplier=self.wait_s, max=60),
-            retry=tenacity.retry_if_exception(
-                lambda e: (
-                    isinstance(e, (HubError, ChainError))
-                    and not isinstance(e, (CommitmentError, TransferTimeoutError))
-                )
-            ),
-            reraise=True,
-            before_sleep=lambda state: logger.warning(
-                "%s failed (attempt %d/%d): %s",
-                what,
-                state.attempt_number,
-                self.attempts,
-                state.outcome.exception() if state.outcome else "?",
-            ),
-        )
-        return retrying(fn)
+        return retry(
+            fn, what=what, attempts=self.attempts, retry_on=(HubError, ChainError), wait_s=self.wait_s,
+            max_wait_s=60.0, sleep=self.sleep, give_up=_final,
+        )  # fmt: skip
+
+
+def _final(error: BaseException) -> bool:
+    """Errors that retrying now cannot cure (see :meth:`Publisher._retry`)."""
+    return isinstance(error, (CommitmentError, TransferTimeoutError))

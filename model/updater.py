@@ -51,7 +51,7 @@ from utilities.errors import (
     RepoNotFoundError,
 )
 from utilities.files import check_contained
-from utilities.retry import CallTimeoutError, call_with_timeout
+from utilities.retry import CallTimeoutError, call_with_timeout, retry
 
 logger = logging.getLogger(__name__)
 
@@ -385,20 +385,14 @@ class ModelUpdater:
             self._in_flight.discard(temp)
 
     def _retrying(self, what: str, fn: Callable[[], T], *, timeouts: bool = True) -> T:
-        """``fn()`` with up to ``attempts`` tries on transient hub errors (timeouts only if ``timeouts``)."""
+        """``fn()`` with up to ``attempts`` tries on transient hub errors (timeouts only if ``timeouts``);
+        a missing repository and a full local disk are not retried now (the back-off retries them)."""
         retry_on: tuple[type[Exception], ...] = (HubError, CallTimeoutError) if timeouts else (HubError,)
-        attempt = 1
-        while True:
-            try:
-                return fn()
-            except RepoNotFoundError:
-                raise
-            except retry_on as exc:
-                if attempt >= self._attempts or disk_full(exc):
-                    raise
-                logger.warning("%s failed (attempt %d/%d): %s", what, attempt, self._attempts, exc)
-                self._sleep(self._retry_wait_s * 2 ** (attempt - 1))
-                attempt += 1
+        return retry(
+            fn, what=what, attempts=self._attempts, retry_on=retry_on, wait_s=self._retry_wait_s,
+            max_wait_s=math.inf, sleep=self._sleep,
+            give_up=lambda exc: isinstance(exc, RepoNotFoundError) or disk_full(exc),
+        )  # fmt: skip
 
     def _finish(
         self,

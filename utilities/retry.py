@@ -59,11 +59,16 @@ def retry(
     wait_s: float = 1.0,
     max_wait_s: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
+    give_up: Callable[[BaseException], bool] | None = None,
 ) -> T:
-    """``fn()``, tried up to ``attempts`` times while it raises one of ``retry_on``; the last error is
-    re-raised unchanged. Before try ``n + 1`` it waits ``min(wait_s * 2 ** (n - 1), max_wait_s)``."""
+    """``fn()``, tried up to ``attempts`` times while it raises one of ``retry_on`` for which
+    ``give_up`` (if given) is false; the last error is re-raised unchanged. Before try ``n + 1`` it
+    waits ``min(wait_s * 2 ** (n - 1), max_wait_s)``."""
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
+
+    def retryable(error: BaseException) -> bool:
+        return isinstance(error, retry_on) and not (give_up is not None and give_up(error))
 
     def warn(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else "?"
@@ -74,7 +79,7 @@ def retry(
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(attempts),
         wait=tenacity.wait_exponential(multiplier=wait_s, max=max_wait_s),
-        retry=tenacity.retry_if_exception_type(retry_on),
+        retry=tenacity.retry_if_exception(retryable),
         reraise=True,
         sleep=sleep,
         before_sleep=warn,

@@ -30,8 +30,21 @@ class DataOptions:
         metavar="PATH",
     )
 
+    data_revision: str | None = option(
+        None,
+        "commit id (40 hex digits) of the Hugging Face dataset --data.path names; a Hub dataset needs "
+        "one, so every validator reads the same rows",
+        flag="--data.revision",
+        type=types.commit_id,
+        metavar="COMMIT",
+    )
+
     def kind(self, *, local: bool) -> str:
         return self.data or ("synthetic" if local else "cortex")
+
+    def dataset_options(self) -> dict[str, str | None]:
+        """The :class:`~finetune.data.DatasetSource` arguments these flags give (``--data dataset``)."""
+        return {"path_or_name": self.data_path, "revision": self.data_revision}
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,8 @@ def check_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--data dataset needs --data.path (a Hugging Face dataset name or a JSONL file)")
     if data.data_path and data.data != "dataset":
         parser.error("--data.path is read only with --data dataset")
+    if data.data_revision and data.data != "dataset":
+        parser.error("--data.revision is read only with --data dataset")
 
 
 def check_network_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -109,6 +109,16 @@ def repo_ref(text: str) -> str:
     return text
 
 
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def commit_id(text: str) -> str:
+    """A full 40-hex-digit commit id (a branch or tag could move under a pinned source)."""
+    if not COMMIT.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 40-hex-digit commit id")
+    return text
+
+
 def folder(text: str) -> Path:
     """A folder that exists or can be created: never an existing file (or ``/dev/null``)."""
     if not text.strip():

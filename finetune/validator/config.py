@@ -192,7 +192,7 @@ def build_source(args: argparse.Namespace, *, local: bool) -> SampleSource:
     if kind == "cortex":
         options = {"history_steps": args.latest_cortex_steps}
     elif kind == "dataset":
-        options = {"path_or_name": data.data_path}
+        options = data.dataset_options()
     elif kind == "synthetic":
         options = {"split": "heldout"}
     return make_source(kind, **options)

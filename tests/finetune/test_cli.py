@@ -55,6 +55,8 @@ VALIDATOR_BAD = [
     (["--attn_implementation", "evil"], "--attn_implementation"),
     (["--data", "dataset"], "--data.path"),
     (["--data.path", "x.jsonl"], "--data dataset"),
+    (["--data", "dataset", "--data.path", "org/chat", "--data.revision", "main"], "--data.revision"),
+    (["--data.revision", "a" * 40], "--data dataset"),
     (["--wallet.hotkey", ""], "--wallet.hotkey"),
     (["--wallet.name", "../x"], "--wallet.name"),
     (["--sample_min", "0"], "--sample_min"),
@@ -112,6 +114,7 @@ MINER_BAD = [
     (["--load_model_dir", "/no/such/folder"], "--load_model_dir"),
     (["--hf_repo_id", "no-slash"], "--hf_repo_id"),
     (["--wallet.name", "a/b"], "--wallet.name"),
+    (["--data", "dataset", "--data.path", "org/chat", "--data.revision", "abc"], "--data.revision"),
 ]
 
 
@@ -163,6 +166,7 @@ def test_shared_flags_are_declared_once() -> None:
     for flag in (
         "--data",
         "--data.path",
+        "--data.revision",
         "--wandb.entity",
         "--wandb.off",
         "--attn_implementation",
@@ -242,3 +246,25 @@ def test_miner_config_file_example(tmp_path: Path) -> None:
     args = miner_config.parse_args(["--config", str(config), "--num_epochs", "5"])
     assert args.hf_repo_id == "me/tiny" and args.num_epochs == 5 and args.lr == 1e-4
     assert args.gradient_checkpointing is True
+
+
+def test_data_revision_reaches_the_hub_dataset_in_both_neurons(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14.6: a Hub dataset needs a pinned commit; ``--data.revision`` gives it from the command
+    line (before, no flag could, so ``--data dataset`` worked only with a local file)."""
+    import datasets
+
+    loaded: list[dict[str, object]] = []
+
+    def load_dataset(path: str, name: str | None = None, **kwargs: object) -> datasets.Dataset:
+        loaded.append({"path": path, **kwargs})
+        return datasets.Dataset.from_list([{"prompt": f"p{i}", "response": f"r{i}"} for i in range(8)])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    flags = ["--data", "dataset", "--data.path", "org/chat", "--data.revision", commit]
+    validator_args = validator_config.parse_args(flags)
+    assert validator_config.build_source(validator_args, local=False).sample(2, seed=1)
+    miner_args = miner_config.parse_args(["--offline", *flags])
+    train, _ = miner_config.build_sources(miner_args, local=False)
+    assert [(call["path"], call["revision"]) for call in loaded] == [("org/chat", commit)] * 2
+    assert train.sample(2, seed=1)

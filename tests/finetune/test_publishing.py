@@ -14,6 +14,7 @@ from model.model_files import MODEL_FILE_PATTERNS
 from model.storage.chain.local_chain import LocalChain
 from model.storage.hub.hugging_face import HuggingFaceHub
 from model.storage.hub.local_hub import LocalHub
+from model.storage.hub.protocol import TransferTimeoutError
 from tests.fakes import hub_server
 from tests.fakes.hub_server import OWNER_TOKEN, READ_TOKEN, HubServer
 from utilities.errors import ChainError, CommitmentError, ConfigError, HubError, RepoNotFoundError
@@ -138,6 +139,27 @@ def test_transient_hub_failures_are_retried(tmp_path: Path, chain: LocalChain, f
     )
     assert hub.calls == 3
     assert chain.commitment(HOTKEY) is not None
+
+
+def test_retries_wait_through_the_injected_sleep_and_refusals_are_not_retried(
+    tmp_path: Path, chain: LocalChain, folder: Path
+) -> None:
+    """Issue 17.4: the one retry helper, its waits recorded (nothing sleeps); a rule refusal and a
+    transfer past its backstop are raised at the first attempt."""
+    waits: list[float] = []
+    hub = Flaky(LocalHub(tmp_path / "hub", user="alice"), "upload_folder", 2, HubError("503 from hub"))
+    Publisher(chain=chain, hub=hub, hotkey=HOTKEY, attempts=3, wait_s=5.0, sleep=waits.append).publish(
+        folder, repo_id="alice/tiny", competition_id="local"
+    )
+    assert hub.calls == 3 and waits == [5.0, 10.0]
+    for error in (CommitmentError("rate limited"), TransferTimeoutError("past its 600 s backstop")):
+        waits.clear()
+        refused = Flaky(chain, "commit", 5, error)
+        with pytest.raises(type(error)):
+            Publisher(chain=refused, hub=hub, hotkey=HOTKEY, attempts=3, sleep=waits.append).publish(
+                folder, repo_id="alice/tiny", competition_id="local"
+            )
+        assert refused.calls == 1 and waits == []
 
 
 def test_chain_down_keeps_the_repo_private_and_a_later_publish_works(

@@ -99,3 +99,17 @@ def test_retry_call_passes_the_sleep_on() -> None:
     with pytest.raises(ConnectionError):
         retry_call(down, what="down", timeout_s=1, attempts=3, wait_s=0.5, sleep=waits.append)
     assert waits == [0.5, 1.0]
+
+
+def test_retry_gives_up_on_what_the_predicate_names_and_waits_through_sleep() -> None:
+    waits: list[float] = []
+    calls: list[int] = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise ConnectionError("final" if len(calls) == 2 else "transient")
+
+    with pytest.raises(ConnectionError, match="final"):
+        retry(failing, what="x", attempts=5, retry_on=(ConnectionError,), wait_s=2.0, sleep=waits.append,
+              give_up=lambda e: "final" in str(e))  # fmt: skip
+    assert len(calls) == 2 and waits == [2.0]

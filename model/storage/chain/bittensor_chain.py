@@ -135,6 +135,17 @@ class BittensorChain:
         what = f"MinAllowedWeights (netuid {self.netuid})"
         return int(self.read(what, lambda c: c.hyperparameters.min_allowed_weights(self.netuid)))
 
+    @property
+    def commit_interval_blocks(self) -> int:
+        """The commitment quota: blocks that must pass between two commitments of one hotkey (the
+        ``Commitments.RateLimit`` storage value; 0 when the chain states none). Read on every access."""
+        value = self.read("commitment rate limit", lambda c: c.query(("Commitments", "RateLimit"), []))
+        try:
+            blocks = int(value or 0)
+        except (TypeError, ValueError) as exc:
+            raise ChainError(f"Commitments.RateLimit is not a block count: {value!r}") from exc
+        return max(blocks, 0)
+
     def block_hash(self, block: int) -> str:
         """The hash of ``block`` (``0x``-hex): one ``System.BlockHash`` entry, not the block."""
         value = self.read(f"hash of block {block}", lambda c: c.query(("System", "BlockHash"), [block]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 import bittensor as bt
 import numpy as np
@@ -280,3 +281,32 @@ def test_bad_settings_are_config_errors(runner: SdkRunner) -> None:
         BittensorChain(runner, netuid=-1)
     with pytest.raises(ConfigError):
         BittensorChain(runner, netuid=NETUID, attempts=0)
+
+
+def test_the_commitment_quota_is_read_from_the_chain_and_checked_before_publishing(
+    fake: FakeSubstrate, runner: SdkRunner, wallet: bt.Wallet, tmp_path: Path
+) -> None:
+    """Issue 14.1: the Publisher checks the chain's commitment quota (``Commitments.RateLimit``) before
+    it uploads or hides anything; a chain without the value has none."""
+    from finetune.publishing import Publisher
+    from model.storage.hub.local_hub import LocalHub
+
+    chain = make_chain(runner, wallet)
+    assert chain.commit_interval_blocks == 0  # not stated by the chain
+    fake.set_storage("Commitments", "RateLimit", [], 100)
+    assert chain.commit_interval_blocks == 100
+    assert ("query", ("Commitments", "RateLimit", [], None)) in fake.calls
+
+    hotkey = wallet.hotkey.ss58_address
+    fake.add_commitment(NETUID, hotkey, commitment_record("alice:tiny:c:h:local", block=4950))
+    hub = LocalHub(tmp_path / "hub", user="alice")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(CommitmentError, match="block 5050"):
+        Publisher(chain=chain, hub=hub, hotkey=hotkey, wait_s=0.001).publish(
+            folder, repo_id="alice/tiny", competition_id="local"
+        )
+    assert not (tmp_path / "hub" / "alice").exists() and not fake.submissions  # nothing uploaded or sent
+    fake.set_storage("Commitments", "RateLimit", [], 0)
+    assert Publisher(chain=chain, hub=hub, hotkey=hotkey).check_quota() is not None
