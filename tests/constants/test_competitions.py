@@ -125,3 +125,15 @@ def test_l3_and_s1_keep_the_single_response_loss_task_on_the_validators_source()
             Method.RESPONSE_LOSS, 1.0, VALIDATOR_SOURCE, {},
         )  # fmt: skip
         assert competition.samples_per_step is None
+
+
+def test_local_tasks_is_local_judged_three_ways_and_miners_train_for_it() -> None:
+    from constants.competitions import LOCAL, LOCAL_TASKS, LOCALNET_SCHEDULES, competitions_at
+    from constants.tasks_local import LOCAL_MULTI_TASKS
+    from finetune.miner_config import training_extras
+
+    assert competitions_at(0, schedule=LOCALNET_SCHEDULES["local-tasks"]) == (LOCAL_TASKS,)
+    assert LOCAL_TASKS.model == LOCAL.model and LOCAL_TASKS.tasks == LOCAL_MULTI_TASKS
+    assert (LOCAL_TASKS.reward_share, LOCAL_TASKS.sync_interval_blocks) == (1.0, LOCAL.sync_interval_blocks)
+    assert training_extras(LOCAL_TASKS) == ("word_sorting",)
+    assert training_extras(LOCAL) == () == training_extras(None)
