@@ -137,3 +137,17 @@ def test_local_tasks_is_local_judged_three_ways_and_miners_train_for_it() -> Non
     assert (LOCAL_TASKS.reward_share, LOCAL_TASKS.sync_interval_blocks) == (1.0, LOCAL.sync_interval_blocks)
     assert training_extras(LOCAL_TASKS) == ("word_sorting",)
     assert training_extras(LOCAL) == () == training_extras(None)
+
+
+def test_every_scheduled_task_names_a_source_that_builds_for_its_method() -> None:
+    """A task added to a competition in constants/ is usable: its source kind and options build, and
+    its data fits its method (the validator builds them at its first step)."""
+    from constants.competitions import LOCALNET_SCHEDULES, MAINNET_SCHEDULE, VALIDATOR_SOURCE
+    from finetune.tasks.sources import build_task_source
+
+    schedules = [MAINNET_SCHEDULE, *LOCALNET_SCHEDULES.values()]
+    tasks = {t for s in schedules for e in s for c in e.competitions for t in c.tasks}
+    assert len(tasks) >= 4
+    for task in tasks:
+        if task.source != VALIDATOR_SOURCE:
+            assert build_task_source(task).sample(2, seed=3)
