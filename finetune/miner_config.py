@@ -272,17 +272,31 @@ def choose_competition(args: argparse.Namespace, network: Network) -> Competitio
     return active[wanted]
 
 
-def build_sources(args: argparse.Namespace, *, local: bool) -> tuple[SampleSource, SampleSource]:
+def training_extras(competition: Competition | None) -> tuple[str, ...]:
+    """The synthetic tasks a competition's evaluation tasks judge beyond the responses (a task whose
+    source kind is one of ``SyntheticSource``'s extra tasks, e.g. ``word_sorting``): what the miner's
+    synthetic training data mixes in."""
+    from finetune.data.synthetic import EXTRA_TASKS
+
+    tasks = () if competition is None else competition.tasks
+    return tuple(dict.fromkeys(t.source.kind for t in tasks if t.source.kind in EXTRA_TASKS))
+
+
+def build_sources(
+    args: argparse.Namespace, *, local: bool, competition: Competition | None = None
+) -> tuple[SampleSource, SampleSource]:
     """(training source, held-out source): disjoint sides of the same data. The synthetic source has its own
-    split; Cortex.t and datasets are split by prompt (:class:`~finetune.data.heldout.HeldOutSplit`), so no
-    held-out prompt is ever trained on."""
+    split (and covers the synthetic tasks ``competition`` judges: :func:`training_extras`); Cortex.t and
+    datasets are split by prompt (:class:`~finetune.data.heldout.HeldOutSplit`), so no held-out prompt is
+    ever trained on."""
     from finetune.data import SyntheticSource, make_source
     from finetune.data.heldout import HeldOutSplit
 
     data = read_options(args, DataOptions)
     kind = data.kind(local=local)
     if kind == "synthetic":
-        return SyntheticSource("train"), SyntheticSource("heldout")
+        extras = training_extras(competition)
+        return SyntheticSource("train", extra_tasks=extras), SyntheticSource("heldout", extra_tasks=extras)
     options: dict[str, Any] = {"history_steps": args.cortex_steps} if kind == "cortex" else {}
     if kind == "dataset":
         options = data.dataset_options()
@@ -368,7 +382,7 @@ def build_miner(args: argparse.Namespace, network: Network) -> Miner:
         load_repo=args.load_repo, seed=train.seed, device="cpu", dtype=torch_dtype(train.dtype),
         attn_implementation=args.attn_implementation,
     )  # fmt: skip
-    train_source, heldout_source = build_sources(args, local=network.is_local)
+    train_source, heldout_source = build_sources(args, local=network.is_local, competition=competition)
     wandb = read_options(args, WandbOptions)
     wandb_log = None
     if not wandb.wandb_off and accelerator.is_main_process:

@@ -10,7 +10,6 @@ safetensors model folder with its tokenizer and ChatML chat template, which the 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 import os
@@ -96,7 +95,7 @@ def ensure_smollm2(cache_dir: Path | None = None) -> Path:
     temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         _convert(gguf, temp)
-        ModelChecker().check_folder(temp, dataclasses.replace(SMOL, tokenizer=str(temp)))
+        ModelChecker().check_folder(temp, SMOL.replace(tokenizer=str(temp)))
         temp.chmod(0o755)  # mkdtemp made it private
         try:
             os.rename(temp, folder)

@@ -18,7 +18,6 @@ scan touches), seconds and seconds per GB of model; the best of ``--repeats``. D
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -133,9 +132,7 @@ def main() -> None:
         console.print(
             f"built {params / 1e9:.2f} B parameters, {size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s"
         )
-        competition = dataclasses.replace(
-            LOCAL, max_params=10**11, max_repo_bytes=10**12, norm_rule=L3.norm_rule
-        )
+        competition = LOCAL.replace(max_params=10**11, max_repo_bytes=10**12, norm_rule=L3.norm_rule)
         checker = ModelChecker()
 
         def scanned_bytes() -> int:

@@ -21,6 +21,11 @@ then runs the validator (``neurons/validator.py``) for ``--steps`` steps, prints
 ``--localnet.competition smol``): the miners fine-tune the real pretrained SmolLM2-135M-Instruct (converted
 once by ``finetune.smol``) with a small learning rate and short budgets, and the untrained miner publishes
 that pretrained model untouched.
+
+``--competition local-tasks`` runs the local competition judged on three tasks (synthetic responses,
+multiple choice over the same tasks, word sorting by greedy generation): the miners' synthetic training
+data mixes in word sorting, and ``summary.json`` gives each miner's combined win rate and its per-task
+win rates and means.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import transformers  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from constants.competitions import LOCAL, SMOL, Competition  # noqa: E402
+from constants.competitions import LOCAL, LOCAL_TASKS, SMOL, Competition  # noqa: E402
 from finetune.mining import fresh_model  # noqa: E402
 from finetune.publishing import Publisher  # noqa: E402
 from finetune.smol import ensure_smollm2  # noqa: E402
@@ -63,7 +68,7 @@ from utilities.progress import duration  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 PYTHON = sys.executable
-COMPETITIONS = {"local": LOCAL, "smol": SMOL}
+COMPETITIONS = {"local": LOCAL, "smol": SMOL, LOCAL_TASKS.id: LOCAL_TASKS}
 SMOL_MINER_ARGS = ["--lr", "2e-5", "--eval_samples", "32", "--accumulation_steps", "2"]
 """Fine-tuning the 135M-parameter model on 2 CPU cores: a small learning rate, short held-out evaluations."""
 
@@ -248,9 +253,14 @@ def leaderboard(root: Path, miners: list[Miner], validator_hotkey: str) -> dict[
         loss = last[miner.hotkey].mean_loss if miner.hotkey in last else None
         weight = state.scores.get(miner.hotkey, 0.0) / total
         incentive = float(graph.incentive[uid]) if uid is not None else 0.0
+        scored = last.get(miner.hotkey)
         rows[miner.name] = {
             "uid": uid, "role": miner.role, "status": status, "mean_loss": loss, "weight": weight,
             "chain_weight": on_chain.get(uid, 0.0) if uid is not None else 0.0, "incentive": incentive,
+            "win_rate": None if scored is None else scored.win_rate,
+            "tasks": {} if scored is None else {
+                t.name: {"win_rate": t.win_rate, "mean": t.mean, "weight": t.weight} for t in scored.tasks
+            },
         }  # fmt: skip
         table.add_row(
             str(uid), miner.name, miner.role, status,
@@ -296,7 +306,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--competition", choices=sorted(COMPETITIONS), default="local",
-        help="local: tiny models trained from scratch; smol: fine-tune the pretrained SmolLM2-135M-Instruct",
+        help="local: tiny models trained from scratch; smol: fine-tune the pretrained SmolLM2-135M-Instruct; "
+        "local-tasks: local judged on three tasks (responses, multiple choice, word sorting)",
     )  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="validator steps (6; smol: 4)")
     parser.add_argument("--miners", type=int, default=5, help="miners (5 roles, then extra trained miners)")

@@ -40,7 +40,7 @@ def growth(*, alpha: float = ALPHA, steps: int = 30, competitions: int = 2) -> l
     if competitions < 1 or steps < 1:
         raise ValueError("need competitions >= 1 and steps >= 1")
     share = 1.0 / competitions
-    competition = dataclasses.replace(L3, reward_share=share)
+    competition = L3.replace(reward_share=share)
     others = {f"other{i}": share for i in range(competitions - 1)}
     scores = {"incumbent": share, **others}
     losses = {1: [2.0] * 50, 2: [1.0] * 50}  # the new model (uid 2) wins every sample, beyond epsilon

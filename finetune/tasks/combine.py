@@ -10,11 +10,14 @@ For every task, each ordered pair of models (i, j), i != j, meets on every sampl
   what the epsilon does for losses). ``nan`` (not scored: the model crashed, hung, generated nothing)
   never wins and loses to every scored value.
 
-A model's task win rate is its wins over its matches, ``(n - 1) * B_t``; its combined win rate is the
-task-weighted sum of its task win rates (weights sum to 1, so it stays in [0, 1]). Then, as for one
-task: softmax at the temperature, times the reward share, over the models that scored at least one
-sample of some task. Identical models count once (earliest commit). With a single task this is exactly
-:func:`finetune.validation.score_step` (same wins, win rates, interval and weights).
+A model with no finite value in a task (it crashed, hung or could not load for that task) leaves that
+task's match, as in ``score_step``: it has 0 wins and win rate 0 there, and the others meet only each
+other (``m`` models in the task's match). A model's task win rate is its wins over its matches,
+``(m - 1) * B_t``; its combined win rate is the task-weighted sum of its task win rates (weights sum to
+1, so it stays in [0, 1]). Then, as for one task: softmax at the temperature, times the reward share,
+over the models that scored at least one sample of some task. Identical models count once (earliest
+commit). With a single task this is exactly :func:`finetune.validation.score_step` (same wins, win
+rates, interval and weights).
 """
 
 from __future__ import annotations
@@ -129,8 +132,18 @@ def _matrix(name: str, uids: Sequence[int], values: Mapping[int, Sequence[float]
     return np.stack(rows) if rows else np.empty((0, 0), dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class _TaskMatch:
+    """One task's match: its weight, the rows (of the kept uids) of the models in it, and their wins
+    on every sample (m, B)."""
+
+    weight: float
+    rows: IntArray
+    wins: IntArray
+
+
 def _bootstrap(
-    per_sample: Sequence[tuple[float, IntArray]],
+    matches: Sequence[_TaskMatch],
     n: int,
     point: FloatArray,
     *,
@@ -138,20 +151,25 @@ def _bootstrap(
     seed: int,
     level: float,
 ) -> tuple[FloatArray, FloatArray]:
-    """Percentile interval of the combined win rate, resampling each task's samples (paired over
-    models), tasks in order from one generator: with one task, ``bootstrap_win_rate_ci``'s draws."""
-    if n == 1 or all(wins.shape[1] == 0 for _, wins in per_sample):
+    """Percentile interval of the combined win rate, resampling each task's samples (paired over the
+    models in that task's match), tasks in order from one generator: with one task,
+    ``bootstrap_win_rate_ci``'s draws over the models in the match. A task whose match has fewer than
+    two models, or no samples, adds its point rate to every replicate and draws nothing."""
+    if all(match.rows.shape[0] < 2 or match.wins.shape[1] == 0 for match in matches):
         return point, point
     rng = np.random.default_rng(seed)
     combined = np.zeros((n_boot, n), dtype=np.float64)
-    for weight, wins in per_sample:
-        n_samples = wins.shape[1]
-        if n_samples == 0:
-            continue  # every replicate rates this task 0 for all
+    for match in matches:
+        m, n_samples = match.wins.shape
+        if m == 0:
+            continue
+        if m == 1 or n_samples == 0:
+            combined[:, match.rows] += match.weight * _rates(match.wins.sum(1), m, n_samples)
+            continue
         picks = rng.integers(0, n_samples, size=(n_boot, n_samples))
         flat = (picks + n_samples * np.arange(n_boot)[:, None]).ravel()
         counts = np.bincount(flat, minlength=n_boot * n_samples).reshape(n_boot, n_samples)
-        combined = combined + weight * _rates(counts @ wins.T, n, n_samples)
+        combined[:, match.rows] += match.weight * _rates(counts @ match.wins.T, m, n_samples)
     low, high = np.quantile(combined, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=0)
     return low, high
 
@@ -191,31 +209,38 @@ def score_tasks(
     task_wins: dict[str, dict[int, int]] = {}
     task_rates: dict[str, dict[int, float]] = {}
     task_mean: dict[str, dict[int, float]] = {}
-    per_sample: list[tuple[float, IntArray]] = []
+    matches: list[_TaskMatch] = []
     scored: set[int] = set()
     for task in tasks:
         values = _matrix(task.name, kept, values_per_task[task.name])
         n_samples = values.shape[1] if n else 0
         values = values.reshape(n, n_samples)
+        usable = np.isfinite(values)
+        # A model with no finite value in this task (crashed, hung, could not load) leaves this task's
+        # match, as score_step does for one task: an opponent that loses every sample would lift the
+        # others' win rates and flatten the softmax. It has 0 wins and win rate 0 in this task.
+        rows = np.flatnonzero(usable.any(1)).astype(np.int64)
+        inside = values[rows]
         if task.method.higher_is_better:
-            wins = score_wins_per_sample(values, blocks)
-            usable = ~np.isnan(values)
+            wins = score_wins_per_sample(inside, blocks[rows])
         else:
-            wins = loss_wins_per_sample(values, blocks, eps)
-            usable = np.isfinite(values)
-        per_sample.append((task.weight, wins))
-        totals = wins.sum(1)
-        rates = _rates(totals, n, n_samples)
+            wins = loss_wins_per_sample(inside, blocks[rows], eps[rows])
+        matches.append(_TaskMatch(task.weight, rows, wins))
+        totals = np.zeros(n, dtype=np.int64)
+        totals[rows] = wins.sum(1)
+        rates = np.zeros(n, dtype=np.float64)
+        if rows.shape[0]:
+            rates[rows] = _rates(wins.sum(1), rows.shape[0], n_samples)
         task_wins[task.name] = {uid: int(w) for uid, w in zip(kept, totals, strict=True)}
         task_rates[task.name] = {uid: float(r) for uid, r in zip(kept, rates, strict=True)}
         task_mean[task.name] = {
             uid: float(values[row][usable[row]].mean()) if usable[row].any() else math.nan
             for row, uid in enumerate(kept)
         }
-        scored |= {uid for row, uid in enumerate(kept) if usable[row].any()}
+        scored |= {kept[int(row)] for row in rows}
     win_rate = combine_win_rates(task_rates, {task.name: task.weight for task in tasks}) if n else {}
     point = np.array([win_rate[uid] for uid in kept], dtype=np.float64)
-    low, high = _bootstrap(per_sample, n, point, n_boot=n_boot, seed=seed, level=level)
+    low, high = _bootstrap(matches, n, point, n_boot=n_boot, seed=seed, level=level)
     weights: dict[int, float] = {}
     scorable = {uid: win_rate[uid] for uid in kept if uid in scored}
     if scorable:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from finetune.validator import svg
 from finetune.validator.records import MINER_STATES, MinerStatus, ModelRow, StepReport
-from finetune.validator.table import COLUMNS, fmt_number, row_cells, short_hotkey, sorted_rows
+from finetune.validator.table import fmt_number, short_hotkey, sorted_rows, step_cells, step_columns
 from utilities.files import atomic_write_bytes
 
 PAGE_MODE = 0o644
@@ -29,7 +29,9 @@ EXPLANATION = (
     "(opponent, sample) pairs a model wins (lower loss; the earlier commit wins near-ties). "
     "<b>Weight</b>: this step's softmax of win rates times the competition's reward share. "
     "<b>Score</b>: the moving average of a miner's weights over steps; the weights set on chain are the "
-    "scores normalised to sum to 1, so a miner needs a lead that lasts several steps."
+    "scores normalised to sum to 1, so a miner needs a lead that lasts several steps. A competition "
+    "judged on several tasks shows each task's win rate and the model's mean there (loss, or accuracy / "
+    "rules met); the win rate is their weighted sum."
 )
 
 _STYLE = """
@@ -59,7 +61,7 @@ _NUMERIC = {"uid", "block", "mean loss", "weight", "score", "win rate [CI]"}
 
 
 def _cell_class(column: str) -> str:
-    if column in _NUMERIC:
+    if column in _NUMERIC or " ×" in column:  # a task's column
         return "num"
     return {"hotkey": "hotkey", "model": "model"}.get(column, "")
 
@@ -71,11 +73,12 @@ def _finite(value: float) -> float:
 
 def leaderboard_table(step: StepReport) -> str:
     """The ``<table>`` of one step (same columns and order as the terminal table) plus skipped hotkeys."""
-    head = "".join(f"<th>{escape(name)}</th>" for name in COLUMNS)
+    columns = step_columns(step)
+    head = "".join(f"<th>{escape(name)}</th>" for name in columns)
     body: list[str] = []
     for row in sorted_rows(step.rows):
         cells = []
-        for column, text in zip(COLUMNS, row_cells(row), strict=True):
+        for column, text in zip(columns, step_cells(row, step), strict=True):
             attrs = f' class="{_cell_class(column)}"' if _cell_class(column) else ""
             if column == "hotkey":
                 attrs += f' title="{escape(row.hotkey)}"'
@@ -83,7 +86,7 @@ def leaderboard_table(step: StepReport) -> str:
         row_class = ' class="noted"' if row.note else ""
         body.append(f'<tr{row_class} data-uid="{row.uid}">{"".join(cells)}</tr>')
     if not body:
-        body.append(f'<tr><td colspan="{len(COLUMNS)}" class="empty">no models evaluated</td></tr>')
+        body.append(f'<tr><td colspan="{len(columns)}" class="empty">no models evaluated</td></tr>')
     html = f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     if step.skipped:
         items = "".join(

@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    from constants.tasks import EvalTask
+    from finetune.tasks.combine import TaskStepResult
     from model.storage.chain.protocol import Metagraph
     from model.tracker import ModelRecord
 
 MinerState = Literal["evaluated", "not evaluated", "copy", "rejected", "waiting"]
 MINER_STATES: tuple[str, ...] = ("evaluated", "not evaluated", "copy", "waiting", "rejected")
 """Display order of :attr:`MinerStatus.status`."""
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One model's numbers on one evaluation task of a step judged on several."""
+
+    name: str
+    weight: float
+    """The task's weight in the combined win rate."""
+    win_rate: float
+    mean: float
+    """Mean of the model's scored values on the task (a loss, or accuracy / rules met); nan if none."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight, "win_rate": _finite_or_none(self.win_rate),
+                "mean": _finite_or_none(self.mean)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskScore:
+        mean = data.get("mean")
+        return cls(
+            name=str(data["name"]), weight=float(data["weight"]), win_rate=_float(data["win_rate"]),
+            mean=math.nan if mean is None else float(mean),
+        )  # fmt: skip
+
+
+def task_scores(tasks: Sequence[EvalTask], result: TaskStepResult, uid: int) -> tuple[TaskScore, ...]:
+    """``uid``'s numbers on each task of a step's result (kept uids; a duplicate gets none)."""
+    if uid not in result.win_rate:
+        return ()
+    return tuple(
+        TaskScore(t.name, t.weight, result.task_win_rate[t.name][uid], result.task_mean[t.name][uid])
+        for t in tasks
+    )
 
 
 @dataclass(frozen=True)
@@ -38,10 +74,13 @@ class ModelRow:
     """Why the row is special, e.g. ``duplicate of uid 3`` or ``evaluation failed: ...``."""
     losses: tuple[float, ...] = ()
     """Per-sample losses (kept for the latest step only, for the loss-distribution plot)."""
+    tasks: tuple[TaskScore, ...] = ()
+    """Per-task numbers when the competition is judged on more than one task (else empty)."""
 
     def to_json(self, *, with_losses: bool = True) -> dict[str, Any]:
         data = asdict(self)
         data["ci"] = list(self.ci)
+        data["tasks"] = [task.to_json() for task in self.tasks]
         data["losses"] = [_finite_or_none(x) for x in self.losses] if with_losses else []
         for key in ("mean_loss", "win_rate", "weight", "score"):
             data[key] = _finite_or_none(data[key])
@@ -61,6 +100,7 @@ class ModelRow:
             score=_float(data["score"]),
             note=str(data.get("note", "")),
             losses=tuple(_float(x) for x in data.get("losses", [])),
+            tasks=tuple(TaskScore.from_json(t) for t in data.get("tasks", [])),
         )
 
 

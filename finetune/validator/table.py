@@ -1,7 +1,8 @@
 """The terminal report: one rich table per finished step.
 
-The cell formatting here (:func:`row_cells`, :data:`COLUMNS`, :func:`sorted_rows`) is shared with the
-HTML leaderboard so both show the same numbers the same way."""
+The cell formatting here (:func:`step_cells`, :func:`step_columns`, :func:`sorted_rows`) is shared with
+the HTML leaderboard so both show the same numbers the same way. A step judged on several tasks gets one
+column per task (its win rate and the model's mean value there) beside the combined win rate."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from finetune.validator.records import MinerStatus, ModelRow, StepReport
+from finetune.validator.records import MinerStatus, ModelRow, StepReport, TaskScore
 
 COLUMNS: tuple[str, ...] = (
     "uid",
@@ -68,6 +69,40 @@ def row_cells(row: ModelRow) -> tuple[str, ...]:
     )
 
 
+def step_tasks(step: StepReport) -> tuple[tuple[str, float], ...]:
+    """(name, weight) of the step's evaluation tasks when it was judged on several, else ``()``."""
+    for row in step.rows:
+        if row.tasks:
+            return tuple((task.name, task.weight) for task in row.tasks)
+    return ()
+
+
+_WIN_RATE_AT = COLUMNS.index("win rate [CI]") + 1
+
+
+def step_columns(step: StepReport) -> tuple[str, ...]:
+    """:data:`COLUMNS`, with one column per task after the combined win rate (``choice ×0.3``) when the
+    step was judged on several tasks."""
+    tasks = tuple(f"{name} ×{weight:g}" for name, weight in step_tasks(step))
+    return COLUMNS[:_WIN_RATE_AT] + tasks + COLUMNS[_WIN_RATE_AT:]
+
+
+def fmt_task(score: TaskScore | None) -> str:
+    """A task's cell: the task win rate, then the mean of the model's values (``0.62 · 1.2345``)."""
+    if score is None or not math.isfinite(score.win_rate):
+        return MISSING
+    return f"{score.win_rate:.2f} · {fmt_number(score.mean)}"
+
+
+def step_cells(row: ModelRow, step: StepReport) -> tuple[str, ...]:
+    """:func:`row_cells` with the task cells of :func:`step_columns` (``-`` for a task the row lacks:
+    a copy of an earlier commit is not scored)."""
+    cells = row_cells(row)
+    by_name = {task.name: task for task in row.tasks}
+    tasks = tuple(fmt_task(by_name.get(name)) for name, _ in step_tasks(step))
+    return cells[:_WIN_RATE_AT] + tasks + cells[_WIN_RATE_AT:]
+
+
 def sorted_rows(rows: Iterable[ModelRow]) -> list[ModelRow]:
     """Best score first; rows without a finite score last; ties by uid."""
 
@@ -109,18 +144,20 @@ def render_table(step: StepReport) -> Table:
         show_lines=False,
     )
     numeric = {"uid", "block", "mean loss", "weight", "score"}
-    for name in COLUMNS:
+    tasks = {f"{name} ×{weight:g}" for name, weight in step_tasks(step)}
+    columns = step_columns(step)
+    for name in columns:
         table.add_column(
             name,
-            justify="right" if name in numeric else "left",
+            justify="right" if name in numeric or name in tasks else "left",
             no_wrap=name not in {"model", "note"},
             overflow="fold",
         )
     for row in sorted_rows(step.rows):
         style = "yellow" if row.note else None
-        table.add_row(*(Text(cell) for cell in row_cells(row)), style=style)
+        table.add_row(*(Text(cell) for cell in step_cells(row, step)), style=style)
     if not step.rows:
-        table.add_row(*(Text(MISSING) for _ in COLUMNS))
+        table.add_row(*(Text(MISSING) for _ in columns))
     return table
 
 

@@ -1,9 +1,10 @@
 """The validator's loop (design.md §5), as a class whose steps tests can drive one at a time.
 
 - :meth:`Validator.step`: one competition (round robin), samples seeded by the hash of its sync block,
-  the models the step's rules choose (:mod:`finetune.rules`), the mechanism
-  (:func:`finetune.validation.score_step`), the moving average, the tracker, the state file, the
-  reports. The rules are pure functions; this class only reads, evaluates, writes and reports.
+  the models the step's rules choose (:mod:`finetune.rules`), every task of the competition judged and
+  combined (:mod:`finetune.validator.judge`; one task: exactly :func:`finetune.validation.score_step`),
+  the moving average, the tracker, the state file, the reports. The rules are pure functions; this
+  class only reads, evaluates, writes and reports.
 - :meth:`Validator.sync_models`: the updater over every hotkey, then the cleaner.
 - :meth:`Validator.maybe_set_weights`: every ``blocks_per_epoch`` blocks, the weights of
   :func:`finetune.rules.chain_weights`.
@@ -14,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.progress import Progress, TextColumn
 
 from constants import ALPHA, BLOCKS_PER_EPOCH, SAMPLES_PER_STEP, SPEC_VERSION, TEMPERATURE
@@ -39,11 +38,13 @@ from finetune.rules import (
     weight_targets,
     window_scores,
 )
-from finetune.tokenization import load_tokenizer, tokenize_samples
-from finetune.validation import StepResult, score_step
+from finetune.tasks.combine import TaskStepResult
+from finetune.tasks.step import PreparedTask, evaluate_tasks
+from finetune.tokenization import load_tokenizer
 from finetune.validator.deadline import DeadlineSource
+from finetune.validator.judge import TaskSources, model_row, prepare_step, score_step_tasks
 from finetune.validator.loop import run_loop
-from finetune.validator.plan import StepPlan, by_hotkey, metadata_of, model_key, model_name
+from finetune.validator.plan import StepPlan, by_hotkey, metadata_of, model_key
 from finetune.validator.records import ModelRow, Reporter, StepReport
 from finetune.validator.state import ValidatorState, remove_leftover_temp_files
 from model.cleaner import ModelCleaner
@@ -109,6 +110,8 @@ class Validator:
         self.chain, self.evaluator = chain, evaluator
         self.source = DeadlineSource(source, timeout_s=settings.sample_timeout_s)
         """Every draw has a deadline: a hanging data source skips the step (issue 12.8)."""
+        self.sources = TaskSources(self.source, timeout_s=settings.sample_timeout_s)
+        """Each task's source: this one for the validator's own, the others built from their specs."""
         self.store, self.tracker, self.updater, self.cleaner = store, tracker, updater, cleaner
         self.settings = settings
         self.reporters = list(reporters)
@@ -135,28 +138,24 @@ class Validator:
             self._finish(None)
             return None
         seed = seed_from_block_hash(self.chain.block_hash(plan.window.sync_block))
+        competition = plan.competition
         try:
-            raw = self.source.sample(self.settings.samples_per_step, seed=seed)
+            prepared = prepare_step(
+                competition, self.sources, self._tokenizer(competition), seed=seed,
+                samples_per_step=self.settings.samples_per_step,
+            )  # fmt: skip
         except DataSourceError as exc:
             logger.warning("step %d skipped: the data source failed: %s", self.state.step, exc)
             return None
-        competition = plan.competition
-        samples = tokenize_samples(
-            self._tokenizer(competition), raw, sequence_length=competition.sequence_length
-        )
-        results = self._evaluate(competition.id, plan.chosen, plan.members, samples)
-        uid_of = plan.uid_of
-        result = score_step(
-            [uid_of[hk] for hk in plan.chosen],
-            {uid_of[hk]: results[hk].losses for hk in plan.chosen},
-            {uid_of[hk]: metadata_of(plan.members[hk]).block for hk in plan.chosen},
+        results = self._evaluate(competition.id, plan.chosen, plan.members, prepared)
+        result = score_step_tasks(
+            competition, results, plan.chosen, plan.uid_of,
+            blocks={hk: metadata_of(plan.members[hk]).block for hk in plan.chosen},
             # identical weights count once, whatever other files (README, config keys) a copy changed
-            {uid_of[hk]: plan.members[hk].weights_hash or plan.members[hk].model_hash for hk in plan.chosen},
-            competition=competition,
+            hashes={hk: plan.members[hk].weights_hash or plan.members[hk].model_hash for hk in plan.chosen},
             current_block=plan.window.sync_block,  # epsilon ages from the sync block: the same everywhere
-            temperature=self.settings.temperature,
-            seed=seed,
-        )
+            temperature=self.settings.temperature, seed=seed,
+        )  # fmt: skip
         with self._lock:
             rows = self._record(plan, results, result)
             report = StepReport(
@@ -164,7 +163,7 @@ class Validator:
                 block=plan.window.sync_block,
                 competition_id=competition.id,
                 seed=seed,
-                n_samples=len(samples),
+                n_samples=sum(len(task.samples) for task in prepared),
                 seconds=time.monotonic() - started,
                 rows=rows,
                 skipped=plan.skipped,
@@ -215,7 +214,7 @@ class Validator:
         )
 
     def _record(
-        self, plan: StepPlan, results: dict[str, EvalResult], result: StepResult
+        self, plan: StepPlan, results: dict[str, dict[str, EvalResult]], result: TaskStepResult
     ) -> tuple[ModelRow, ...]:
         """Fold a step into the state (scores, kept, evaluated) and the tracker; the report's rows."""
         competition, uid_of = plan.competition, plan.uid_of
@@ -247,7 +246,18 @@ class Validator:
         ranked = sorted(result.kept, key=lambda uid: -result.win_rate[uid])
         hotkey_of = {uid: hk for hk, uid in uid_of.items()}
         self.state.kept[competition.id] = [hotkey_of[uid] for uid in ranked[: self.settings.sample_min]]
-        rows = tuple(self._row(hk, uid_of[hk], plan.members[hk], results[hk], result) for hk in plan.chosen)
+        rows = tuple(
+            model_row(
+                hk,
+                uid_of[hk],
+                plan.members[hk],
+                tasks=competition.tasks,
+                results=results,
+                result=result,
+                score=self.state.scores.get(hk, 0.0),
+            )
+            for hk in plan.chosen
+        )
         for row in rows:
             if row.hotkey in step_weights:
                 self.tracker.record_evaluation(
@@ -277,37 +287,18 @@ class Validator:
         competition_id: str,
         chosen: list[str],
         members: dict[str, ModelRecord],
-        samples: list[tuple[Any, int]],
-    ) -> dict[str, EvalResult]:
+        prepared: list[PreparedTask],
+    ) -> dict[str, dict[str, EvalResult]]:
         jobs = [EvalJob(hk, self.store.model_dir(hk, metadata_of(members[hk]).id)) for hk in chosen]
         with Progress(
             *Progress.get_default_columns(), TextColumn("{task.fields[last]}"), transient=True
         ) as progress:
-            task = progress.add_task(f"evaluating {competition_id}", total=len(jobs), last="")
-            return self.evaluator.evaluate(
-                jobs,
-                [(ids[0].tolist(), p) for ids, p in samples],
-                on_result=lambda r: progress.update(task, advance=1, last=f"{r.key} {r.seconds:.1f} s"),
-            )
+            bar = progress.add_task(f"evaluating {competition_id}", total=len(jobs) * len(prepared), last="")
 
-    def _row(
-        self, hotkey: str, uid: int, record: ModelRecord, evaluation: EvalResult, result: StepResult
-    ) -> ModelRow:
-        finite = [x for x in evaluation.losses if math.isfinite(x)]
-        note = "same model as an earlier commit" if uid in result.duplicates else evaluation.error or ""
-        return ModelRow(
-            uid=uid,
-            hotkey=hotkey,
-            model=model_name(record),
-            block=metadata_of(record).block,
-            mean_loss=float(np.mean(finite)) if finite else math.inf,
-            win_rate=result.win_rate.get(uid, 0.0),
-            ci=result.ci.get(uid, (0.0, 0.0)),
-            weight=result.weights.get(uid, 0.0),
-            score=self.state.scores.get(hotkey, 0.0),
-            note=note,
-            losses=tuple(evaluation.losses),
-        )
+            def done(name: str, r: EvalResult) -> None:
+                progress.update(bar, advance=1, last=f"{name}: {r.key} {r.seconds:.1f} s")
+
+            return evaluate_tasks(self.evaluator, prepared, jobs, on_result=done)
 
     def _report(self, report: StepReport) -> None:
         for reporter in self.reporters:

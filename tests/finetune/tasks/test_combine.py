@@ -137,8 +137,9 @@ def test_three_tasks_combine_by_weight() -> None:
     assert result.task_wins["responses"] == {1: 2, 2: 4, 3: 0}
     # choice: sample 0: 1 ties 3 and is earlier, both beat 2; sample 1: 1 ties 2 (earlier), both beat 3
     assert result.task_wins["choice"] == {1: 4, 2: 1, 3: 1}
-    # sorting: 1 never scored; sample 0: 2 ties 3 and is earlier; sample 1: 2 beats 3
-    assert result.task_wins["sorting"] == {1: 0, 2: 4, 3: 2}
+    # sorting: 1 never scored and leaves this match; sample 0: 2 ties 3 and is earlier; sample 1: 2 beats 3
+    assert result.task_wins["sorting"] == {1: 0, 2: 2, 3: 0}
+    assert result.task_win_rate["sorting"] == {1: 0.0, 2: 1.0, 3: 0.0}  # 2 of (2 - 1) * 2 matches
     for uid in uids:
         expected = sum(t.weight * result.task_win_rate[t.name][uid] for t in tasks)
         assert result.win_rate[uid] == pytest.approx(expected)
@@ -162,6 +163,59 @@ def test_a_model_that_scored_nothing_in_any_task_earns_nothing() -> None:
         epsilon_policy=FixedEpsilon(), current_block=9,
     )  # fmt: skip
     assert result.weights == {1: pytest.approx(0.4), 2: 0.0}
+
+
+@pytest.mark.parametrize("broken", [[INF, INF], [NAN, NAN], [NAN, INF]])
+def test_a_model_with_no_finite_value_in_a_task_leaves_that_tasks_match(broken: list[float]) -> None:
+    """As score_step: the broken model is no opponent in that task (it would otherwise lose every sample
+    and lift the others' rates), yet it keeps its place in the tasks it did score."""
+    tasks = [
+        EvalTask("responses", SOURCE, Method.RESPONSE_LOSS, 0.5),
+        EvalTask("choice", SOURCE, Method.MULTIPLE_CHOICE, 0.5),
+    ]
+    values = {
+        "responses": {1: [1.0, 2.0], 2: [2.0, 1.0], 3: [0.5, 0.5]},
+        "choice": {1: [1.0, 0.0], 2: [0.0, 1.0], 3: broken},
+    }
+    blocks, hashes = {1: 10, 2: 10, 3: 10}, {1: "a", 2: "b", 3: "c"}
+    result = score_tasks(
+        [1, 2, 3], values, blocks, hashes, tasks=tasks, reward_share=1.0,
+        epsilon_policy=FixedEpsilon(0.0), current_block=20,
+    )  # fmt: skip
+    # choice is a match of 1 and 2 only: one win each out of (2 - 1) * 2
+    assert result.task_wins["choice"] == {1: 1, 2: 1, 3: 0}
+    assert result.task_win_rate["choice"] == {1: 0.5, 2: 0.5, 3: 0.0}
+    # responses: 3 beats both on both samples; 1 and 2 split the rest
+    assert result.task_win_rate["responses"] == {1: 0.25, 2: 0.25, 3: 1.0}
+    assert result.win_rate == {1: 0.375, 2: 0.375, 3: 0.5}
+    assert result.weights[3] > result.weights[1] == result.weights[2] > 0.0
+    # the same choice numbers as a step where 3 never took part in that task
+    alone = score_tasks(
+        [1, 2], {"choice": {1: [1.0, 0.0], 2: [0.0, 1.0]}}, blocks, hashes,
+        tasks=[EvalTask("choice", SOURCE, Method.MULTIPLE_CHOICE, 1.0)], reward_share=1.0,
+        epsilon_policy=FixedEpsilon(0.0), current_block=20,
+    )  # fmt: skip
+    assert alone.task_win_rate["choice"] == {1: 0.5, 2: 0.5}
+
+
+def test_one_task_with_broken_models_matches_score_step_exactly() -> None:
+    """Models with only inf/nan losses, alone or among others, and a step where every model failed."""
+    cases: list[dict[int, list[float]]] = [
+        {1: [INF, INF], 2: [1.0, 2.0], 3: [2.0, 1.0]},
+        {1: [NAN, INF], 2: [1.0, INF]},
+        {1: [INF], 2: [NAN]},
+        {1: [INF, 1.0], 2: [NAN, NAN], 3: [0.5, 0.7], 4: [0.9, INF]},
+    ]
+    comp = competition(0.5)
+    for losses in cases:
+        uids = list(losses)
+        blocks, hashes = {u: 10 * u for u in uids}, {u: f"h{u}" for u in uids}
+        old = score_step(uids, losses, blocks, hashes, competition=comp, current_block=99, seed=4)
+        new = score_tasks(
+            uids, {"r": losses}, blocks, hashes, tasks=[EvalTask("r", SOURCE, Method.RESPONSE_LOSS)],
+            reward_share=0.5, epsilon_policy=comp.epsilon_policy, current_block=99, seed=4,
+        )  # fmt: skip
+        assert (new.wins, new.win_rate, new.ci, new.weights) == (old.wins, old.win_rate, old.ci, old.weights)
 
 
 def test_bad_inputs_are_refused() -> None:
