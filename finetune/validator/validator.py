@@ -34,9 +34,11 @@ from finetune.rules import (
     chain_weights,
     choose_models,
     consensus_start,
+    samples_digest,
     split_eligible,
     sync_window,
     weight_targets,
+    window_losses,
     window_scores,
 )
 from finetune.tokenization import load_tokenizer, tokenize_samples
@@ -121,7 +123,19 @@ class Validator:
 
     # ---- one step --------------------------------------------------------------------------------
     def step(self) -> StepReport | None:
-        """Evaluate one competition; returns the report, or ``None`` when the step was skipped."""
+        """Evaluate one competition; returns the report, or ``None`` when the step was skipped.
+
+        However the step ends (skipped, a data source down, a tokenizer, chain or evaluator error),
+        the step counter moves on, so the round robin reaches the next competition instead of
+        retrying a failing one forever."""
+        counted = self.state.step
+        try:
+            return self._step()
+        finally:
+            if self.state.step == counted:  # ended before _finish: count it, record nothing
+                self._finish(None)
+
+    def _step(self) -> StepReport | None:
         started = time.monotonic()
         plan = self._plan()
         if plan is None:
@@ -145,13 +159,14 @@ class Validator:
             self._tokenizer(competition), raw, sequence_length=competition.sequence_length
         )
         results = self._evaluate(competition.id, plan.chosen, plan.members, samples)
+        scored = self._window_losses(plan, results, samples)  # every model evaluated in the window
         uid_of = plan.uid_of
         result = score_step(
-            [uid_of[hk] for hk in plan.chosen],
-            {uid_of[hk]: results[hk].losses for hk in plan.chosen},
-            {uid_of[hk]: metadata_of(plan.members[hk]).block for hk in plan.chosen},
+            [uid_of[hk] for hk in scored],
+            {uid_of[hk]: losses for hk, losses in scored.items()},
+            {uid_of[hk]: metadata_of(plan.members[hk]).block for hk in scored},
             # identical weights count once, whatever other files (README, config keys) a copy changed
-            {uid_of[hk]: plan.members[hk].weights_hash or plan.members[hk].model_hash for hk in plan.chosen},
+            {uid_of[hk]: plan.members[hk].weights_hash or plan.members[hk].model_hash for hk in scored},
             competition=competition,
             current_block=plan.window.sync_block,  # epsilon ages from the sync block: the same everywhere
             temperature=self.settings.temperature,
@@ -219,13 +234,14 @@ class Validator:
     ) -> tuple[ModelRow, ...]:
         """Fold a step into the state (scores, kept, evaluated) and the tracker; the report's rows."""
         competition, uid_of = plan.competition, plan.uid_of
+        scored = [hk for hk, uid in uid_of.items() if uid in result.weights]  # the window's match
         # a hotkey whose model changed while this step ran (the sync thread): its result belongs to
         # the old model, so it neither earns nor decays now, and the new model keeps a clean history
         current = self.tracker.records()
         changed = {
-            hk for hk in plan.chosen if hk not in current or current[hk].metadata != plan.members[hk].metadata
+            hk for hk in scored if hk not in current or current[hk].metadata != plan.members[hk].metadata
         }
-        step_weights = {hk: result.weights[uid_of[hk]] for hk in plan.chosen if hk not in changed}
+        step_weights = {hk: result.weights[uid_of[hk]] for hk in scored if hk not in changed}
         base = self.state.scores
         first = competition.id not in self.state.scored_competitions
         if first:  # a competition's moving average starts from the chain's consensus (the seed's rule)
@@ -256,6 +272,22 @@ class Validator:
                      "mean_loss": row.mean_loss, "win_rate": row.win_rate, "weight": row.weight},
                 )  # fmt: skip
         return rows
+
+    def _window_losses(
+        self, plan: StepPlan, results: dict[str, EvalResult], samples: list[tuple[Any, int]]
+    ) -> dict[str, list[float]]:
+        """This step's losses folded into the window's (:func:`finetune.rules.window_losses`, kept in
+        the state): {hotkey: losses} of every model evaluated in the window on these samples."""
+        with self._lock:
+            merged = window_losses(
+                self.state.window_losses.get(plan.competition.id),
+                {hk: (plan.candidates[hk].model, results[hk].losses) for hk in plan.chosen},
+                sync_block=plan.window.sync_block,
+                samples=samples_digest([(ids[0].tolist(), p) for ids, p in samples]),
+                models={hk: c.model for hk, c in plan.candidates.items()},
+            )  # fmt: skip
+            self.state.window_losses[plan.competition.id] = merged
+        return {hk: list(losses) for hk, (_, losses) in merged[2].items() if hk in plan.members}
 
     def _verify_before_eval(self, chosen: list[str], skipped: dict[str, str]) -> list[str]:
         """HOOK for the model store's self-check (issue 12.3): the chosen hotkeys whose stored model is
@@ -339,8 +371,11 @@ class Validator:
         block = self.chain.current_block()
         self.updater.sync_all(block)
         self.cleaner.clean()
+        # the registered hotkeys, not the tracker's: a hotkey the download budget deferred has no
+        # record yet (a fresh tracker), and its score must survive until it is synced
+        registered = self.chain.metagraph().hotkeys
         with self._lock:
-            self.state.forget_missing(self.tracker.hotkeys())
+            self.state.forget_missing(registered)
             self.save()
 
     def weights_to_set(self, metagraph: Metagraph, *, min_nonzero: int = 1) -> tuple[list[int], list[float]]:
@@ -368,7 +403,9 @@ class Validator:
         try:
             block = self.chain.current_block()
             last = self.state.last_weights_block
-            if last is not None and block - last < self.settings.blocks_per_epoch:
+            if last is not None and last > block:  # a state from another chain (or one reset)
+                logger.warning("last weights block %d is ahead of the chain (%d): ignored", last, block)
+            elif last is not None and block - last < self.settings.blocks_per_epoch:
                 return False
             metagraph = self.chain.metagraph()
             uids, weights = self.weights_to_set(metagraph, min_nonzero=self.chain.min_allowed_weights())
