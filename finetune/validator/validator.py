@@ -117,6 +117,8 @@ class Validator:
         self._tokenizer_loader = tokenizer_loader
         self._tokenizers: dict[str, Any] = {}
         self._lock = threading.RLock()
+        self._too_few: tuple[int, int] | None = None
+        """(neurons, MinAllowedWeights) last refused for too few neurons (logged once)."""
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         remove_leftover_temp_files(settings.state_dir, [settings.state_file.name, settings.tracker_file.name])
         self.state = ValidatorState.load(settings.state_file)
@@ -408,7 +410,15 @@ class Validator:
             elif last is not None and block - last < self.settings.blocks_per_epoch:
                 return False
             metagraph = self.chain.metagraph()
-            uids, weights = self.weights_to_set(metagraph, min_nonzero=self.chain.min_allowed_weights())
+            if (n := len(metagraph.uids)) < (least := self.chain.min_allowed_weights()):
+                if self._too_few != (n, least):  # one error, not one per check
+                    self._too_few = (n, least)
+                    logger.error(
+                        "not setting weights: the subnet has %d neurons, fewer than its MinAllowedWeights"
+                        " %d, and the SDK refuses such a call (it does not cap at the subnet size)", n, least,
+                    )  # fmt: skip
+                return False
+            uids, weights = self.weights_to_set(metagraph, min_nonzero=least)
             if not any(weights):
                 logger.info("no scores yet: not setting weights at block %d", block)
                 return False

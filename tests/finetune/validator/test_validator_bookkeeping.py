@@ -4,6 +4,7 @@ moves on whatever the step does, and weights set again with a state from another
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from constants.competitions import LOCAL, Competition
 from finetune.data import DataSourceError, Sample, SyntheticSource
 from finetune.validator.loop import guarded
 from finetune.validator.state import ValidatorState
+from model.storage.chain.local_chain import LocalChain
 from tests.finetune.validator.localnet import VALIDATOR, LocalNet, save_tiny
 
 
@@ -131,5 +133,31 @@ def test_a_leader_keeps_its_model_in_the_match_until_its_update_can_be_judged(tm
         record = validator.tracker.get("alpha")
         assert record is not None and record.metadata is not None and record.metadata.id == new
         assert record.status == "ok"
+    finally:
+        validator.evaluator.close()
+
+
+def test_too_few_neurons_for_min_allowed_weights_is_one_error_and_no_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review 8: a subnet with fewer neurons than MinAllowedWeights: the SDK refuses every such call,
+    so none is made and one error says why (before: a call, refused on the real chain, at every
+    check); weights are set once the subnet is big enough."""
+    LocalChain(tmp_path / "chain.sqlite", seconds_per_block=1e9, min_allowed_weights=3)
+    net = LocalNet(tmp_path)
+    net.chain.register("m_a")
+    net.chain.advance(10)
+    _write_state(tmp_path / "state", step=3, scores={"m_a": 0.5}, scored_competitions=["local"])
+    validator = net.validator(tmp_path / "state")
+    try:
+        with caplog.at_level(logging.ERROR):
+            assert not validator.maybe_set_weights()
+            assert not validator.maybe_set_weights()
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "fewer than its MinAllowedWeights 3" in errors[0].getMessage()
+        assert net.chain.weights(VALIDATOR) == {}
+        net.chain.register("m_b")
+        assert validator.maybe_set_weights()
+        assert sum(w > 0 for w in net.chain.weights(VALIDATOR).values()) == 3
     finally:
         validator.evaluator.close()
