@@ -1,6 +1,7 @@
 """The validator's persisted state: scores, the models kept per competition, the models it evaluated,
-the competitions it has scored, the step counter, the block weights were last set at, and recent step
-reports.
+the competitions it has scored, each competition's current sync window (its starting scores and the
+per-sample losses of every model evaluated in it), the step counter, the block weights were last set
+at, and recent step reports.
 
 Written atomically (temp file + rename) after every step, so a validator killed at any moment (even
 ``kill -9``) restarts from its last finished step and sets the same weights it would have. Nothing read

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -226,3 +227,15 @@ def test_a_forgotten_hotkey_stays_forgotten_within_its_window() -> None:
         state.scores, {"a": 1.0}, window_start=state.window_start["c"], sync_block=180, members=["a"]
     )
     assert state.scores.keys() == {"a"}
+
+
+def test_a_windows_losses_round_trip_and_a_bad_entry_is_dropped(tmp_path: Path) -> None:
+    """The window's per-sample losses (review 2) survive a restart, an ``inf`` loss included; an
+    entry that is not losses is dropped, the rest kept."""
+    state = ValidatorState(window_losses={"local": (180, "digest", {"a": ("m1", [1.5, math.inf])})})
+    state.save(tmp_path / "s.json")
+    assert ValidatorState.load(tmp_path / "s.json").window_losses == state.window_losses
+    data = json.loads((tmp_path / "s.json").read_text())
+    data["window_losses"]["other"] = {"sync_block": 5, "samples": "d", "losses": {"b": {"model": "m"}}}
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    assert ValidatorState.load(tmp_path / "s.json").window_losses == state.window_losses
