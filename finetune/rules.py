@@ -14,15 +14,18 @@ step applies them:
 4. ``score_step`` (in :mod:`finetune.validation`): this step's weights.
 5. :func:`consensus_start` and :func:`window_scores` (:func:`step_scores` once per window): a
    competition's first scored step starts its moving average from the chain's consensus; the average
-   moves once per sync window, towards the weights of the window's latest step (those not evaluated
-   towards 0), so a validator stepping twice in a window agrees with one stepping once; a step where
-   nothing scored changes nothing.
+   moves once per sync window; :func:`window_losses` keeps the per-sample losses of every model
+   evaluated in the window (the samples are the same), so each step scores the union of the window's
+   evaluations and the result does not depend on how they were split into steps; a step where nothing
+   scored changes nothing.
 6. :func:`weight_targets` and :func:`chain_weights`: what is sent to the chain, with a competition not
    yet scored by this validator following consensus, and enough non-zero entries for the chain.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -36,13 +39,16 @@ __all__ = [
     "U16_MAX",
     "Candidate",
     "SyncWindow",
+    "WindowLosses",
     "chain_weights",
     "choose_models",
     "consensus_start",
+    "samples_digest",
     "split_eligible",
     "step_scores",
     "sync_window",
     "weight_targets",
+    "window_losses",
     "window_scores",
 ]
 
@@ -235,6 +241,39 @@ def window_scores(
     result = dict(scores)
     result.update({hk: moved[hk] for hk in touched})
     return result, window_start
+
+
+WindowLosses = tuple[int, str, dict[str, tuple[str, list[float]]]]
+"""A competition's (sync block, digest of the window's samples, {hotkey: (model, per-sample losses)})."""
+
+
+def samples_digest(samples: Sequence[tuple[Sequence[int], int]]) -> str:
+    """SHA-256 of a step's tokenized samples ((token ids, prompt length) each): equal digests, equal
+    samples."""
+    return hashlib.sha256(json.dumps([[list(ids), p] for ids, p in samples]).encode("utf-8")).hexdigest()
+
+
+def window_losses(
+    previous: WindowLosses | None,
+    step: Mapping[str, tuple[str, Sequence[float]]],
+    *,
+    sync_block: int,
+    samples: str,
+    models: Mapping[str, str],
+) -> WindowLosses:
+    """The per-sample losses of every model evaluated in a competition's sync window, after a step that
+    evaluated ``step`` ({hotkey: (model, losses)}) on the samples whose digest is ``samples``.
+
+    The window's earlier losses are kept for hotkeys that still have the same model (``models``: each
+    candidate's :attr:`Candidate.model`); a new window, or other samples (a source whose draw changed
+    within the window), starts over with this step's. This step's losses replace earlier ones of the
+    same hotkey. Scoring the union makes a window's result independent of how its evaluations were
+    split into steps."""
+    kept: dict[str, tuple[str, list[float]]] = {}
+    if previous is not None and previous[0] == sync_block and previous[1] == samples:
+        kept = {hk: entry for hk, entry in previous[2].items() if models.get(hk) == entry[0]}
+    kept.update({hk: (model, [float(x) for x in losses]) for hk, (model, losses) in step.items()})
+    return sync_block, samples, kept
 
 
 # ---- 6. weights for the chain ------------------------------------------------------------------------

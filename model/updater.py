@@ -186,6 +186,8 @@ class ModelUpdater:
             competition = self._precheck(metadata, current_block)
         except Verdict as verdict:
             return self._finish(hotkey, raw, metadata, verdict, previous)
+        if (held := self._held(previous, metadata, competition, current_block)) is not None:
+            return held
         evicted = previous is not None and previous.metadata == metadata and previous.reason == "evicted"
         if evicted and previous is not None and (full := self._no_room_for(previous)) is not None:
             logger.debug("hotkey %s: evicted %s waits for room: %s", hotkey, _model(metadata), full)
@@ -205,16 +207,34 @@ class ModelUpdater:
             logger.exception("hotkey %s: unexpected error on %s", hotkey, _model(metadata))
             internal = Verdict("failed", "internal", f"{type(exc).__name__}: {exc}")
             return self._finish(hotkey, raw, metadata, internal, previous, fetched=True)
-        try:
-            stored = manifest(self._store.model_dir(hotkey, metadata.id))
-        except OSError as exc:  # deleted at once: the next pass finds it missing and downloads it again
-            logger.warning("hotkey %s: cannot list the stored model: %s", hotkey, exc)
-            stored = ()
         ok = ModelRecord(hotkey, "ok", raw, metadata, "", "verified", model_hash, params)
-        ok = dataclasses.replace(ok, weights_hash=weights, stored=stored)
+        ok = dataclasses.replace(ok, weights_hash=weights, stored=self._manifest(hotkey, metadata.id))
         self._tracker.put(ok)
         logger.info("hotkey %s: %s downloaded and verified (%d parameters)", hotkey, _model(metadata), params)
         return SyncResult(hotkey, "ok", "", "verified", metadata.id, fetched=True)
+
+    def _manifest(self, hotkey: str, mid: ModelId) -> tuple[tuple[str, int, int], ...]:
+        try:
+            return manifest(self._store.model_dir(hotkey, mid))
+        except OSError as exc:  # deleted at once: the next pass finds it missing and downloads it again
+            logger.warning("hotkey %s: cannot list the stored model: %s", hotkey, exc)
+            return ()
+
+    def _held(
+        self, previous: ModelRecord | None, metadata: ModelMetadata, competition: Competition, block: int
+    ) -> SyncResult | None:
+        """Keep a hotkey's verified model while its new commitment is younger than the competition's
+        evaluation delay (as taoverse's MetadataUpdater does): the new model cannot be judged yet, and
+        switching at once would leave the hotkey with no model in the match, its score decaying until
+        the new one is judged. ``None`` when the new commitment is to be synced now."""
+        if previous is None or previous.status != "ok" or previous.metadata in (None, metadata):
+            return None
+        age = block - metadata.block
+        if age >= competition.eval_delay_blocks:
+            return None
+        wait = f"{_model(metadata)} is {age} blocks old, needs {competition.eval_delay_blocks}"
+        logger.info("hotkey %s: keeps %s until its new %s", previous.hotkey, _describe(previous), wait)
+        return SyncResult(previous.hotkey, "deferred", "eval_delay", f"new commitment {wait}", metadata.id)
 
     def verify_stored(self, hotkey: str) -> bool:
         """Whether ``hotkey``'s model is in the store as it was verified, judged from its files' names,

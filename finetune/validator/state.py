@@ -1,6 +1,7 @@
 """The validator's persisted state: scores, the models kept per competition, the models it evaluated,
-the competitions it has scored, the step counter, the block weights were last set at, and recent step
-reports.
+the competitions it has scored, each competition's current sync window (its starting scores and the
+per-sample losses of every model evaluated in it), the step counter, the block weights were last set
+at, and recent step reports.
 
 Written atomically (temp file + rename) after every step, so a validator killed at any moment (even
 ``kill -9``) restarts from its last finished step and sets the same weights it would have. Nothing read
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from finetune.rules import WindowLosses
 from finetune.validator.records import StepReport
 from utilities.files import atomic_write_json
 
@@ -49,6 +51,9 @@ class ValidatorState:
     window_start: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
     """Per competition, its current sync block and the scores before its first scored step there
     (:func:`finetune.rules.window_scores`: the moving average moves once per window)."""
+    window_losses: dict[str, WindowLosses] = field(default_factory=dict)
+    """Per competition, the per-sample losses of every model evaluated in its current sync window
+    (:func:`finetune.rules.window_losses`: each step scores the union)."""
     last_weights_block: int | None = None
     last_weights: dict[int, float] = field(default_factory=dict)
     """The weights last sent to the chain, by uid (what the chain should now hold for us)."""
@@ -61,9 +66,18 @@ class ValidatorState:
         self.history = [*trimmed, report]
 
     def forget_missing(self, registered: Sequence[str]) -> None:
-        """Drop scores, kept and evaluated entries of hotkeys that are no longer registered."""
+        """Drop the scores, kept, evaluated and window entries of hotkeys that are no longer
+        registered (a window start that kept one would give it its score back at the next step)."""
         present = set(registered)
         self.scores = {hk: s for hk, s in self.scores.items() if hk in present}
+        self.window_start = {
+            c: (block, {hk: s for hk, s in start.items() if hk in present})
+            for c, (block, start) in self.window_start.items()
+        }
+        self.window_losses = {
+            c: (block, digest, {hk: e for hk, e in losses.items() if hk in present})
+            for c, (block, digest, losses) in self.window_losses.items()
+        }
         self.kept = {c: [hk for hk in hks if hk in present] for c, hks in self.kept.items()}
         self.evaluated = {hk: m for hk, m in self.evaluated.items() if hk in present}
 
@@ -77,6 +91,14 @@ class ValidatorState:
             "scored_competitions": list(self.scored_competitions),
             "window_start": {
                 c: {"sync_block": block, "scores": scores} for c, (block, scores) in self.window_start.items()
+            },
+            "window_losses": {
+                c: {
+                    "sync_block": block,
+                    "samples": digest,
+                    "losses": {hk: {"model": m, "losses": values} for hk, (m, values) in losses.items()},
+                }
+                for c, (block, digest, losses) in self.window_losses.items()
             },
             "last_weights_block": self.last_weights_block,
             "last_weights": {str(uid): w for uid, w in self.last_weights.items()},
@@ -177,6 +199,21 @@ def _window(_: str, value: object) -> tuple[int, dict[str, float]]:
     return _count(value["sync_block"]), {str(k): _number(v) for k, v in value["scores"].items()}
 
 
+def _window_losses(_: str, value: object) -> WindowLosses:
+    if not isinstance(value, dict) or not isinstance(value.get("losses"), dict):
+        raise ValueError(f"{value!r} is not a window's losses")
+    digest = _text("", value["samples"])
+    losses: dict[str, tuple[str, list[float]]] = {}
+    for hotkey, entry in value["losses"].items():
+        values = entry["losses"]
+        if not isinstance(values, list) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in values
+        ):
+            raise ValueError(f"{values!r} are not losses")
+        losses[str(hotkey)] = (_text("", entry["model"]), [float(x) for x in values])
+    return _count(value["sync_block"]), digest, losses
+
+
 def _parse(data: dict[str, Any], where: str) -> ValidatorState:
     state = ValidatorState()
     try:
@@ -192,6 +229,7 @@ def _parse(data: dict[str, Any], where: str) -> ValidatorState:
     state.kept = _entries(data.get("kept"), "kept", where, _hotkeys)
     state.evaluated = _entries(data.get("evaluated"), "evaluated", where, _text)
     state.window_start = _entries(data.get("window_start"), "window start", where, _window)
+    state.window_losses = _entries(data.get("window_losses"), "window losses", where, _window_losses)
     state.last_weights = {
         int(uid): w for uid, w in _entries(data.get("last_weights"), "weight", where, _uid_weight).items()
     }

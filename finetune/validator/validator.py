@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -33,9 +35,11 @@ from finetune.rules import (
     chain_weights,
     choose_models,
     consensus_start,
+    samples_digest,
     split_eligible,
     sync_window,
     weight_targets,
+    window_losses,
     window_scores,
 )
 from finetune.tasks.combine import TaskStepResult
@@ -118,13 +122,27 @@ class Validator:
         self._tokenizer_loader = tokenizer_loader
         self._tokenizers: dict[str, Any] = {}
         self._lock = threading.RLock()
+        self._too_few: tuple[int, int] | None = None
+        """(neurons, MinAllowedWeights) last refused for too few neurons (logged once)."""
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         remove_leftover_temp_files(settings.state_dir, [settings.state_file.name, settings.tracker_file.name])
         self.state = ValidatorState.load(settings.state_file)
 
     # ---- one step --------------------------------------------------------------------------------
     def step(self) -> StepReport | None:
-        """Evaluate one competition; returns the report, or ``None`` when the step was skipped."""
+        """Evaluate one competition; returns the report, or ``None`` when the step was skipped.
+
+        However the step ends (skipped, a data source down, a tokenizer, chain or evaluator error),
+        the step counter moves on, so the round robin reaches the next competition instead of
+        retrying a failing one forever."""
+        counted = self.state.step
+        try:
+            return self._step()
+        finally:
+            if self.state.step == counted:  # ended before _finish: count it, record nothing
+                self._finish(None)
+
+    def _step(self) -> StepReport | None:
         started = time.monotonic()
         plan = self._plan()
         if plan is None:
@@ -148,11 +166,13 @@ class Validator:
             logger.warning("step %d skipped: the data source failed: %s", self.state.step, exc)
             return None
         results = self._evaluate(competition.id, plan.chosen, plan.members, prepared)
+        results = self._window_results(plan, prepared, results)  # every model evaluated in the window
+        scored = [hk for hk in plan.members if hk in results[prepared[0].task.name]]
         result = score_step_tasks(
-            competition, results, plan.chosen, plan.uid_of,
-            blocks={hk: metadata_of(plan.members[hk]).block for hk in plan.chosen},
+            competition, results, scored, plan.uid_of,
+            blocks={hk: metadata_of(plan.members[hk]).block for hk in scored},
             # identical weights count once, whatever other files (README, config keys) a copy changed
-            hashes={hk: plan.members[hk].weights_hash or plan.members[hk].model_hash for hk in plan.chosen},
+            hashes={hk: plan.members[hk].weights_hash or plan.members[hk].model_hash for hk in scored},
             current_block=plan.window.sync_block,  # epsilon ages from the sync block: the same everywhere
             temperature=self.settings.temperature, seed=seed,
         )  # fmt: skip
@@ -218,13 +238,14 @@ class Validator:
     ) -> tuple[ModelRow, ...]:
         """Fold a step into the state (scores, kept, evaluated) and the tracker; the report's rows."""
         competition, uid_of = plan.competition, plan.uid_of
+        scored = [hk for hk, uid in uid_of.items() if uid in result.weights]  # the window's match
         # a hotkey whose model changed while this step ran (the sync thread): its result belongs to
         # the old model, so it neither earns nor decays now, and the new model keeps a clean history
         current = self.tracker.records()
         changed = {
-            hk for hk in plan.chosen if hk not in current or current[hk].metadata != plan.members[hk].metadata
+            hk for hk in scored if hk not in current or current[hk].metadata != plan.members[hk].metadata
         }
-        step_weights = {hk: result.weights[uid_of[hk]] for hk in plan.chosen if hk not in changed}
+        step_weights = {hk: result.weights[uid_of[hk]] for hk in scored if hk not in changed}
         base = self.state.scores
         first = competition.id not in self.state.scored_competitions
         if first:  # a competition's moving average starts from the chain's consensus (the seed's rule)
@@ -266,6 +287,33 @@ class Validator:
                      "mean_loss": row.mean_loss, "win_rate": row.win_rate, "weight": row.weight},
                 )  # fmt: skip
         return rows
+
+    def _window_results(
+        self, plan: StepPlan, prepared: list[PreparedTask], results: dict[str, dict[str, EvalResult]]
+    ) -> dict[str, dict[str, EvalResult]]:
+        """This step's values folded, task by task, into the window's (:func:`finetune.rules.window_losses`,
+        kept in the state): per task, {hotkey: values} of every model evaluated in the window on these
+        samples, so how a window's evaluations were split into steps does not change its result."""
+        merged_results: dict[str, dict[str, EvalResult]] = {}
+        competition = plan.competition
+        for task in prepared:
+            name = task.task.name
+            key = competition.id if len(prepared) == 1 else f"{competition.id}/{name}"
+            with self._lock:
+                merged = window_losses(
+                    self.state.window_losses.get(key),
+                    {hk: (plan.candidates[hk].model, results[name][hk].losses) for hk in plan.chosen},
+                    sync_block=plan.window.sync_block,
+                    samples=_digest(task.samples),
+                    models={hk: c.model for hk, c in plan.candidates.items()},
+                )  # fmt: skip
+                self.state.window_losses[key] = merged
+            merged_results[name] = {
+                hk: results[name].get(hk) or EvalResult(hk, list(values), None, 0.0)
+                for hk, (_, values) in merged[2].items()
+                if hk in plan.members
+            }
+        return merged_results
 
     def _verify_before_eval(self, chosen: list[str], skipped: dict[str, str]) -> list[str]:
         """HOOK for the model store's self-check (issue 12.3): the chosen hotkeys whose stored model is
@@ -330,8 +378,11 @@ class Validator:
         block = self.chain.current_block()
         self.updater.sync_all(block)
         self.cleaner.clean()
+        # the registered hotkeys, not the tracker's: a hotkey the download budget deferred has no
+        # record yet (a fresh tracker), and its score must survive until it is synced
+        registered = self.chain.metagraph().hotkeys
         with self._lock:
-            self.state.forget_missing(self.tracker.hotkeys())
+            self.state.forget_missing(registered)
             self.save()
 
     def weights_to_set(self, metagraph: Metagraph, *, min_nonzero: int = 1) -> tuple[list[int], list[float]]:
@@ -359,10 +410,20 @@ class Validator:
         try:
             block = self.chain.current_block()
             last = self.state.last_weights_block
-            if last is not None and block - last < self.settings.blocks_per_epoch:
+            if last is not None and last > block:  # a state from another chain (or one reset)
+                logger.warning("last weights block %d is ahead of the chain (%d): ignored", last, block)
+            elif last is not None and block - last < self.settings.blocks_per_epoch:
                 return False
             metagraph = self.chain.metagraph()
-            uids, weights = self.weights_to_set(metagraph, min_nonzero=self.chain.min_allowed_weights())
+            if (n := len(metagraph.uids)) < (least := self.chain.min_allowed_weights()):
+                if self._too_few != (n, least):  # one error, not one per check
+                    self._too_few = (n, least)
+                    logger.error(
+                        "not setting weights: the subnet has %d neurons, fewer than its MinAllowedWeights"
+                        " %d, and the SDK refuses such a call (it does not cap at the subnet size)", n, least,
+                    )  # fmt: skip
+                return False
+            uids, weights = self.weights_to_set(metagraph, min_nonzero=least)
             if not any(weights):
                 logger.info("no scores yet: not setting weights at block %d", block)
                 return False
@@ -381,3 +442,14 @@ class Validator:
         """Step until ``stop`` is set (or ``max_steps`` steps ran), with syncing and weight setting on
         their own threads (:func:`finetune.validator.loop.run_loop`)."""
         run_loop(self, stop=stop, max_steps=max_steps)
+
+
+def _digest(samples: list[Any]) -> str:
+    """A task's samples, digested: token ids and prompt lengths where the method takes them (the
+    response and text losses), else the samples' JSON form."""
+    if all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], int) for x in samples):
+        try:
+            return samples_digest([(ids[0].tolist(), p) for ids, p in samples])
+        except (AttributeError, IndexError, TypeError):
+            pass
+    return hashlib.sha256(json.dumps(samples, default=repr, sort_keys=True).encode("utf-8")).hexdigest()

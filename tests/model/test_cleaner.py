@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from constants.competitions import LOCALNET_SCHEDULE, Competition
+from constants.competitions import LOCAL, LOCALNET_SCHEDULE, Competition
 from model.cleaner import ModelCleaner
 from model.data import ModelId, ModelMetadata
 from model.hashing import hash_directory
@@ -170,7 +170,7 @@ def test_with_the_updater_on_a_local_network(tmp_path: Path) -> None:
         commit = miner_hub.upload_folder("alice/ft", src)
         ids.append(ModelId("alice", "ft", commit, hash_directory(src), "local"))
         miner_chain.commit(ids[-1].to_compressed_str())
-        chain.advance(1)
+        chain.advance(LOCAL.eval_delay_blocks)  # an update replaces the model once it can be judged
         assert [r.outcome for r in updater.sync_all(chain.current_block())] == ["ok"]
         ModelCleaner(store, tracker, grace_s=GRACE, clock=clock).clean()
     clock.now += GRACE + 1

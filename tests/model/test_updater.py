@@ -227,7 +227,14 @@ def test_new_commitment_replaces_the_model(net: Net) -> None:
     assert net.sync("hk-a").outcome == "ok"
     net.tracker.record_evaluation("hk-a", {"step": 1, "weight": 0.5})
     second = net.publish("hk-a", "alice", weights=b"new" * 30)
-    assert net.sync("hk-a").outcome == "ok"  # at once: no age gate in the updater
+    # the verified model stays until the new one is old enough to be judged (taoverse's rule)
+    held = net.sync("hk-a")
+    assert (held.outcome, held.reason, held.model_id) == ("deferred", "eval_delay", second)
+    record = net.tracker.get("hk-a")
+    assert record is not None and record.metadata is not None and record.metadata.id == first
+    assert net.hub.calls["download"] == 1
+    net.chain.advance(MIN_AGE)
+    assert net.sync("hk-a").outcome == "ok"
     record = net.tracker.get("hk-a")
     assert record is not None and record.metadata is not None
     assert record.metadata.id == second != first and record.evaluations == ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from finetune.data import Sample
+from finetune.rules import window_scores
 from finetune.validator.deadline import DeadlineSource
 from finetune.validator.state import ValidatorState
 from tests.finetune.validator.localnet import LocalNet, save_tiny
@@ -129,7 +131,8 @@ def test_a_hanging_data_source_skips_the_step(tmp_path: Path, caplog: pytest.Log
             assert validator.step() is None
         assert source.calls == 1  # no second thread on a source that is still stuck
         assert "gave no samples within 0.3 s" in caplog.text and "still stuck" in caplog.text
-        assert validator.state.step == 0  # a skipped step records nothing
+        # a skipped step records nothing, but counts: the round robin moves on (review 6)
+        assert validator.state.step == 2 and not validator.state.history
         with pytest.raises(ValueError, match="timeout_s"):
             DeadlineSource(source, timeout_s=0)
     finally:
@@ -207,3 +210,32 @@ def test_the_state_round_trips_and_reads_version_1(tmp_path: Path) -> None:
     assert (loaded.scores, loaded.evaluated, loaded.window_start) == ({"a": 0.5}, {}, {})
     (tmp_path / "v9.json").write_text(json.dumps(state.to_json() | {"version": 9}))
     assert ValidatorState.load(tmp_path / "v9.json") == ValidatorState()
+
+
+def test_a_forgotten_hotkey_stays_forgotten_within_its_window() -> None:
+    """Review 9: a deregistered hotkey's score is gone for good, also from the window start (before:
+    the next step of the same window gave it back its score from there)."""
+    state = ValidatorState(scores={"a": 0.5, "gone": 0.4})
+    state.scores, start = window_scores(
+        state.scores, {"a": 1.0}, window_start=None, sync_block=180, members=["a"]
+    )
+    assert start is not None
+    state.window_start["c"] = start
+    state.forget_missing(["a"])
+    assert state.scores.keys() == {"a"} and state.window_start["c"] == (180, {"a": 0.5})
+    state.scores, _ = window_scores(
+        state.scores, {"a": 1.0}, window_start=state.window_start["c"], sync_block=180, members=["a"]
+    )
+    assert state.scores.keys() == {"a"}
+
+
+def test_a_windows_losses_round_trip_and_a_bad_entry_is_dropped(tmp_path: Path) -> None:
+    """The window's per-sample losses (review 2) survive a restart, an ``inf`` loss included; an
+    entry that is not losses is dropped, the rest kept."""
+    state = ValidatorState(window_losses={"local": (180, "digest", {"a": ("m1", [1.5, math.inf])})})
+    state.save(tmp_path / "s.json")
+    assert ValidatorState.load(tmp_path / "s.json").window_losses == state.window_losses
+    data = json.loads((tmp_path / "s.json").read_text())
+    data["window_losses"]["other"] = {"sync_block": 5, "samples": "d", "losses": {"b": {"model": "m"}}}
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    assert ValidatorState.load(tmp_path / "s.json").window_losses == state.window_losses
