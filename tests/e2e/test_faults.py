@@ -320,11 +320,6 @@ def test_a_store_folder_deleted_between_steps_is_caught_before_evaluation(tmp_pa
         validator.evaluator.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finetune/validator/validator.py: a model skipped for a damaged store folder loses its kept "
-    "place and, scored 0 in that sync window, is never chosen again (reported to the validator's owner)",
-)
 def test_a_repaired_model_is_evaluated_again(tmp_path: Path) -> None:
     local = LocalNet(tmp_path)
     models = {
