@@ -197,7 +197,7 @@ class DatasetSource:
         pair = chat_to_sample(row.get(self.messages_column))
         return clean_sample(*pair) if pair is not None else None
 
-    def sample(self, n: int, *, seed: int) -> list[Sample]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
         """``n`` usable rows (fewer if the dataset has fewer), in an order drawn from ``seed``."""
         if n <= 0:
             return []

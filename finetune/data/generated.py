@@ -80,7 +80,7 @@ class SyntheticChoiceSource:
     def __repr__(self) -> str:
         return f"SyntheticChoiceSource(split={self.split!r}, choices={self.choices})"
 
-    def sample(self, n: int, *, seed: int) -> list[ChoiceSample]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[ChoiceSample]:
         rng = random.Random(derive_seed(seed, "choice", self.split))
         samples: list[ChoiceSample] = []
         for _, prompt, answer in self._tasks.examples(n, seed=seed):
@@ -119,7 +119,7 @@ class WordSortingSource:
         rule = SortedWords(tuple(key.removeprefix("wordsort:").split()))
         return key, RuleSample(prompt, (rule,), answer)
 
-    def sample(self, n: int, *, seed: int) -> list[RuleSample]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[RuleSample]:
         rng = random.Random(derive_seed(seed, "word_sorting", self.split))
         return [_draw(rng, self.split, self._make) for _ in range(max(0, n))]
 
@@ -164,7 +164,7 @@ class InstructionSource:
         key = "instruct:" + prompt
         return key, RuleSample(prompt, tuple(rules), answer)
 
-    def sample(self, n: int, *, seed: int) -> list[RuleSample]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[RuleSample]:
         rng = random.Random(derive_seed(seed, "instructions", self.split))
         return [_draw(rng, self.split, self._make) for _ in range(max(0, n))]
 
@@ -182,7 +182,7 @@ class SyntheticTextSource:
     def __repr__(self) -> str:
         return f"SyntheticTextSource(split={self.split!r}, problems={self.problems})"
 
-    def sample(self, n: int, *, seed: int) -> list[str]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[str]:
         examples = self._tasks.examples(max(0, n) * self.problems, seed=derive_seed(seed, "text"))
         lines = [f"Question: {prompt} Answer: {answer}." for _, prompt, answer in examples]
         return [" ".join(lines[i : i + self.problems]) for i in range(0, len(lines), self.problems)]

@@ -52,8 +52,8 @@ class HeldOutSplit:
         held = is_heldout(sample[0], fraction=self.fraction, salt=self.salt)
         return held == (self.split == "heldout")
 
-    def sample(self, n: int, *, seed: int) -> list[Sample]:
-        """Up to ``n`` samples of this side, drawn from the wrapped source with ``seed``."""
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
+        """Up to ``n`` samples of this side, drawn from the wrapped source with ``seed`` and ``cutoff``."""
         if n <= 0:
             return []
         share = self.fraction if self.split == "heldout" else 1.0 - self.fraction
@@ -62,7 +62,7 @@ class HeldOutSplit:
         seen: set[Sample] = set()
         for round_ in range(MAX_ROUNDS):
             round_seed = seed if round_ == 0 else derive_seed(seed, "heldout-split", str(round_))
-            for sample in self.source.sample(request, seed=round_seed):
+            for sample in self.source.sample(request, seed=round_seed, cutoff=cutoff):
                 if sample not in seen and self.keeps(sample):
                     seen.add(sample)
                     kept.append(sample)

@@ -131,7 +131,7 @@ class DatasetTextSource:
     def __repr__(self) -> str:
         return f"DatasetTextSource({self._rows.path_or_name!r}, revision={self._rows.revision!r})"
 
-    def sample(self, n: int, *, seed: int) -> list[str]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[str]:
         if n <= 0:
             return []
         texts: list[str] = []
@@ -205,7 +205,7 @@ class DatasetChoiceSource:
             return None
         return ChoiceSample(question.strip(), options, index)
 
-    def sample(self, n: int, *, seed: int) -> list[ChoiceSample]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[ChoiceSample]:
         if n <= 0:
             return []
         samples: list[ChoiceSample] = []

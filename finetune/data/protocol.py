@@ -1,8 +1,11 @@
-"""What every data source provides: ``sample(n, seed=...)`` -> up to ``n`` (prompt, response) pairs.
+"""What every data source provides: ``sample(n, seed=..., cutoff=...)`` -> up to ``n`` (prompt, response)
+pairs.
 
 A source is deterministic in its seed (given the same underlying data), so validators that derive the
-seed from the same block hash evaluate on the same samples. A source that cannot produce samples raises
-:class:`~utilities.errors.DataSourceError`.
+seed from the same block hash evaluate on the same samples. ``cutoff`` (Unix seconds; validators pass the
+sync block's time, ``None`` elsewhere) fixes the data of a source that keeps growing (Cortex.t: only what
+was logged by then); a source whose data is already fixed ignores it. A source that cannot produce
+samples raises :class:`~utilities.errors.DataSourceError`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ Sample: TypeAlias = tuple[str, str]
 
 @runtime_checkable
 class SampleSource(Protocol):
-    """A source of (prompt, response) samples, deterministic in ``seed``."""
+    """A source of (prompt, response) samples, deterministic in ``seed`` (and ``cutoff``)."""
 
-    def sample(self, n: int, *, seed: int) -> list[Sample]:
-        """Up to ``n`` samples chosen by ``seed``; raises ``DataSourceError`` when the source fails."""
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
+        """Up to ``n`` samples chosen by ``seed`` from the data there was at ``cutoff`` (where that
+        matters); raises ``DataSourceError`` when the source fails."""
         ...
 
 

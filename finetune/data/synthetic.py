@@ -186,6 +186,6 @@ class SyntheticSource:
                 raise RuntimeError(f"no {self.split} example after {MAX_TRIES_PER_SAMPLE} tries")
         return examples
 
-    def sample(self, n: int, *, seed: int) -> list[Sample]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
         """``n`` (prompt, response) samples of this split, determined by ``seed``."""
         return [(prompt, response) for _, prompt, response in self.examples(n, seed=seed)]

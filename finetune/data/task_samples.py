@@ -1,8 +1,9 @@
 """Sample types and source ports of the evaluation tasks other than response loss.
 
 Each port is the :class:`~finetune.data.protocol.SampleSource` shape with its own sample type:
-``sample(n, *, seed)`` returns up to ``n`` samples, deterministic in ``seed`` (validators seed it from
-the step's sync block, so all of them draw the same samples), and raises
+``sample(n, *, seed, cutoff=None)`` returns up to ``n`` samples, deterministic in ``seed`` (validators
+seed it from the step's sync block, so all of them draw the same samples; ``cutoff``, the sync block's
+time, is ignored by these sources, whose data is fixed), and raises
 :class:`~utilities.errors.DataSourceError` when the source fails.
 """
 
@@ -43,14 +44,14 @@ class RuleSample:
 
 @runtime_checkable
 class ChoiceSource(Protocol):
-    def sample(self, n: int, *, seed: int) -> list[ChoiceSample]: ...
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[ChoiceSample]: ...
 
 
 @runtime_checkable
 class RuleSource(Protocol):
-    def sample(self, n: int, *, seed: int) -> list[RuleSample]: ...
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[RuleSample]: ...
 
 
 @runtime_checkable
 class TextSource(Protocol):
-    def sample(self, n: int, *, seed: int) -> list[str]: ...
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[str]: ...

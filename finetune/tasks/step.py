@@ -76,12 +76,13 @@ def prepare_task(
     seed: int,
     samples_per_step: int,
     sequence_length: int,
+    cutoff: float | None = None,
 ) -> PreparedTask:
-    """Draw ``task``'s samples from ``source`` with the step's ``seed`` and tokenize them.
-    ``DataSourceError`` from the source propagates: the caller skips the step."""
+    """Draw ``task``'s samples from ``source`` with the step's ``seed`` and ``cutoff`` (the sync block's
+    time) and tokenize them. ``DataSourceError`` from the source propagates: the caller skips the step."""
     options = {k: v for k, v in task.kwargs().items() if k not in _STEP_OPTIONS}
     timeout = task.kwargs().get(TIMEOUT_OPTION)
-    raw = source.sample(samples_for(task, samples_per_step), seed=seed)
+    raw = source.sample(samples_for(task, samples_per_step), seed=seed, cutoff=cutoff)
     limit = None if timeout is None else float(timeout)
     if task.method is Method.RESPONSE_LOSS:
         tokenized = tokenize_samples(tokenizer, raw, sequence_length=sequence_length)

@@ -31,7 +31,7 @@ class DeadlineSource:
     def __repr__(self) -> str:
         return f"DeadlineSource({self.source!r}, timeout_s={self.timeout_s:g})"
 
-    def sample(self, n: int, *, seed: int) -> list[Sample]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
         if self._stuck is not None:
             if self._stuck.is_alive():
                 raise DataSourceError(
@@ -42,7 +42,7 @@ class DeadlineSource:
 
         def draw() -> None:
             try:
-                outcome["samples"] = self.source.sample(n, seed=seed)
+                outcome["samples"] = self.source.sample(n, seed=seed, cutoff=cutoff)
             except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread below
                 outcome["error"] = exc
 

@@ -60,9 +60,11 @@ def prepare_step(
     *,
     seed: int,
     samples_per_step: int,
+    cutoff: float | None = None,
 ) -> list[PreparedTask]:
-    """Every task's samples for this step (``DataSourceError`` from any source propagates: the
-    caller skips the step). ``competition.samples_per_step``, when set, replaces the validator's."""
+    """Every task's samples for this step, drawn with ``seed`` and ``cutoff`` (the sync block's time)
+    (``DataSourceError`` from any source propagates: the caller skips the step).
+    ``competition.samples_per_step``, when set, replaces the validator's."""
     per_step = competition.samples_per_step or samples_per_step
     return [
         prepare_task(
@@ -72,6 +74,7 @@ def prepare_step(
             seed=seed,
             samples_per_step=per_step,
             sequence_length=competition.sequence_length,
+            cutoff=cutoff,
         )
         for task in competition.tasks
     ]

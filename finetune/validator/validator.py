@@ -56,7 +56,7 @@ from model.storage.chain.protocol import Chain, Metagraph
 from model.storage.disk.model_store import DiskModelStore
 from model.tracker import ModelRecord, ModelTracker
 from model.updater import ModelUpdater
-from utilities.errors import FinetuneError
+from utilities.errors import ChainError, FinetuneError
 
 logger = logging.getLogger(__name__)
 
@@ -157,10 +157,16 @@ class Validator:
             return None
         seed = seed_from_block_hash(self.chain.block_hash(plan.window.sync_block))
         competition = plan.competition
+        try:  # the sync block's time fixes what a growing source (Cortex.t) draws from in this window
+            cutoff = self.chain.block_timestamp(plan.window.sync_block)
+        except ChainError as exc:
+            logger.warning("step %d skipped: no time for sync block %d: %s", self.state.step,
+                           plan.window.sync_block, exc)  # fmt: skip
+            return None
         try:
             prepared = prepare_step(
                 competition, self.sources, self._tokenizer(competition), seed=seed,
-                samples_per_step=self.settings.samples_per_step,
+                samples_per_step=self.settings.samples_per_step, cutoff=cutoff,
             )  # fmt: skip
         except DataSourceError as exc:
             logger.warning("step %d skipped: the data source failed: %s", self.state.step, exc)

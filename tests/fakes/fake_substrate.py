@@ -29,6 +29,8 @@ current block, a weights call sets the signer's ``LastUpdate``. ``after_submit``
 whose answer is lost: ``(True, error)`` lands the write and then raises ``error`` (the connection
 dropped after sending), ``(False, error)`` raises it without effect (sent and lost).
 ``blocks_per_read`` advances the block on every ``block_number`` read (a chain that moves on).
+Unless scripted, ``Timestamp.Now`` at a block reads ``genesis_ms`` plus ``seconds_per_block`` per
+block (milliseconds, as the pallet stores it).
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ class FakeSubstrate:
         self.in_flight = 0
         self.blocks_per_read = 0
         self.seconds_per_block = 12.0  # what block_time() says (the SDK sleeps one between resubmits)
+        self.genesis_ms = 1_700_000_000_000  # Timestamp.Now of block 0
         self.after_submit: list[tuple[bool, BaseException]] = []
 
     # Scripting ---------------------------------------------------------------------------------
@@ -262,6 +265,11 @@ class FakeSubstrate:
             # frame_system keeps recent hashes; a block not produced yet reads as the zero hash
             number = int(key[0])
             return f"0x{number:064x}" if number <= self.block else "0x" + "00" * 32
+        if (module, storage_function) == ("Timestamp", "Now") and key not in self.storage.get(
+            (module, storage_function), {}
+        ):
+            number = self.block if block_hash is None else int(block_hash, 16)  # see block_hash()
+            return self.genesis_ms + number * round(self.seconds_per_block * 1000)
         return self.storage.get((module, storage_function), {}).get(key)
 
     async def map_has_entries(

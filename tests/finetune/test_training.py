@@ -118,7 +118,7 @@ def test_two_cpu_processes_train_with_ddp(tmp_path: Path, uneven: bool) -> None:
         out, uneven = Path(sys.argv[1]), sys.argv[2] == "True"
 
         class Source:
-            def sample(self, n, *, seed):
+            def sample(self, n, *, seed, cutoff=None):
                 drop = 16 * int(os.environ["RANK"]) if uneven else 0
                 return SyntheticSource("train").sample(n, seed=seed)[: n - drop]
 
@@ -159,7 +159,7 @@ class FlakySource:
             0,
         )
 
-    def sample(self, n: int, *, seed: int) -> list[tuple[str, str]]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[tuple[str, str]]:
         self.calls += 1
         if self.calls in self.failing or (self.fail_after is not None and self.calls > self.fail_after):
             raise DataSourceError(f"wandb: 503 (call {self.calls})")

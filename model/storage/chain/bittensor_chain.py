@@ -3,7 +3,8 @@
 Every call is a coroutine of the SDK's async ``bt.Client`` run by :class:`SdkRunner` on one loop
 thread under a timeout that cancels it (the SDK's own response timeout is 60 s; ours sit above).
 Reads: ``subnets.metagraph``, one ``Commitments.CommitmentOf`` map query for all commitments, one
-entry for a single hotkey, ``System.BlockHash`` for a block's hash (32 bytes, no block download).
+entry for a single hotkey, ``System.BlockHash`` for a block's hash (32 bytes, no block download),
+``Timestamp.Now`` at a block for its time.
 Writes: a raw ``Commitments.set_commitment`` signed by the hotkey, and the ``SetWeights`` intent
 (conforms the weights, picks plaintext or timelocked commit-reveal) with the resubmit retries of
 the SDK's own ``bt.set_weights`` helper.
@@ -154,6 +155,28 @@ class BittensorChain:
         if text in ("0x", _ZERO_HASH):
             raise ChainError(f"block {block} is not known to the chain (in the future, or too old)")
         return text
+
+    def block_timestamp(self, block: int) -> float:
+        """The time of ``block`` (Unix seconds): the ``Timestamp.Now`` storage value (milliseconds) at
+        that block. A node keeps the state of recent blocks only (256 on a pruned node), which covers
+        a sync block (at most one sync interval old)."""
+
+        async def fetch(client: bt.Client) -> Any:
+            # the SDK reads a block it has no hash for at the head: refuse a block not produced yet
+            if not 0 <= block <= await client.block():
+                return None
+            return await client.query(("Timestamp", "Now"), [], block=block)
+
+        value = self.read(f"time of block {block}", fetch)
+        if value is None:
+            raise ChainError(f"block {block} is not known to the chain (in the future, or too old)")
+        try:
+            millis = int(value)
+        except (TypeError, ValueError) as exc:
+            raise ChainError(f"Timestamp.Now at block {block} is not a time: {value!r}") from exc
+        if millis <= 0:
+            raise ChainError(f"block {block} has no time on the chain (Timestamp.Now is {millis})")
+        return millis / 1000
 
     def block_time(self) -> float:
         """Seconds per block, as the chain says (12 on finney)."""

@@ -2,7 +2,8 @@
 
 Tables: ``neurons`` (uid, hotkey, stake, validator permit), ``commitments`` (hotkey, data, block),
 ``weights`` (validator hotkey -> uid -> weight) and ``meta`` (the block clock). The block is derived
-from the wall clock (``seconds_per_block``, 12 s by default) plus an offset that tests advance.
+from the wall clock (``seconds_per_block``, 12 s by default) plus an offset that tests advance. A
+block's time is approximate: genesis plus ``block * seconds_per_block``, whatever the offset.
 
 Incentive follows a simplified Yuma consensus: for each uid, the consensus weight is the largest
 weight that validators holding at least half the stake give it (or exceed); each validator's weight is
@@ -137,6 +138,18 @@ class LocalChain:
         if not 0 <= block <= current:
             raise ChainError(f"block {block} does not exist yet on {self.path} (now {current})")
         return "0x" + hashlib.sha256(f"{genesis!r}:{block}".encode()).hexdigest()
+
+    def block_timestamp(self, block: int) -> float:
+        """An approximate time of ``block`` (Unix seconds): the chain's genesis time plus ``block``
+        blocks of ``seconds_per_block``. The same in every process and for every call, it runs ahead
+        of the wall clock by the blocks :meth:`advance` added; only the Cortex source's cut-off uses
+        it."""
+        with self._transaction() as db:
+            current = self._block(db)
+            genesis, seconds = self._meta(db, "genesis", 0.0), self._meta(db, "seconds_per_block", 12.0)
+        if not 0 <= block <= current:
+            raise ChainError(f"block {block} does not exist yet on {self.path} (now {current})")
+        return genesis + block * seconds
 
     def advance(self, blocks: int = 1) -> int:
         """Move the clock ``blocks`` forward (tests and the demo); returns the new block."""

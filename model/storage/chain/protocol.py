@@ -77,6 +77,11 @@ class Chain(Protocol):
         """The hash of ``block`` (hex text): the same for every validator, so it seeds the samples."""
         ...
 
+    def block_timestamp(self, block: int) -> float:
+        """The time of ``block`` (Unix seconds): the same for every validator, so it fixes which Cortex
+        samples a sync window draws."""
+        ...
+
     def metagraph(self) -> Metagraph:
         """The subnet's neurons with stake, permits, incentive and consensus."""
         ...

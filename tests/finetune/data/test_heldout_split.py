@@ -20,9 +20,11 @@ class Pool:
     def __init__(self, size: int) -> None:
         self.samples = [(f"question {i}?", f"answer {i}") for i in range(size)]
         self.requests: list[int] = []
+        self.cutoffs: list[float | None] = []
 
-    def sample(self, n: int, *, seed: int) -> list[tuple[str, str]]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[tuple[str, str]]:
         self.requests.append(n)
+        self.cutoffs.append(cutoff)
         return random.Random(seed).sample(self.samples, min(n, len(self.samples)))
 
 
@@ -52,6 +54,15 @@ def test_overdrawing_is_bounded() -> None:
     got = heldout.sample(10, seed=0)
     assert 0 < len(got) < 10 and len(pool.requests) == MAX_ROUNDS and pool.requests[0] == 100
     assert all(is_heldout(p) for p, _ in got)
+
+
+def test_every_draw_of_the_wrapped_source_gets_the_cutoff() -> None:
+    """The split wraps Cortex.t on the validator: the sync block's time reaches it in every round."""
+    pool = Pool(30)
+    HeldOutSplit(pool, split="heldout").sample(10, seed=0, cutoff=1_700_000_123.5)
+    assert pool.cutoffs == [1_700_000_123.5] * MAX_ROUNDS
+    HeldOutSplit(pool, split="train").sample(3, seed=0)
+    assert pool.cutoffs[-1] is None
 
 
 def test_an_empty_side_is_a_data_source_error() -> None:

@@ -52,10 +52,10 @@ class _Flaky:
         self.down = True
         self.source = SyntheticSource("heldout")
 
-    def sample(self, n: int, *, seed: int) -> list[Sample]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
         if self.down:
             raise DataSourceError("wandb is unreachable")
-        return self.source.sample(n, seed=seed)
+        return self.source.sample(n, seed=seed, cutoff=cutoff)
 
 
 def _no_tokenizer(competition: Competition) -> object:
@@ -77,6 +77,7 @@ def test_a_failing_step_still_moves_the_round_robin_on(tmp_path: Path) -> None:
         assert validator.step() is None
         assert validator.state.step == 1
         validator._tokenizer_loader = _no_tokenizer  # the loader given to the constructor
+        validator._tokenizers.clear()  # the first step loaded (and cached) the tokenizer before its draw
         source.down = False
         guarded(validator.step)  # as run_loop calls it
         assert validator.state.step == 2 and not validator.state.history

@@ -32,7 +32,7 @@ class Hanging:
         self.release = threading.Event()
         self.calls = 0
 
-    def sample(self, n: int, *, seed: int) -> list[Sample]:
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
         self.calls += 1
         self.release.wait(600)
         return []
@@ -148,7 +148,7 @@ from finetune.validator.shutdown import run_until_signalled
 from tests.finetune.validator.localnet import LocalNet
 
 class Hanging:
-    def sample(self, n, *, seed):
+    def sample(self, n, *, seed, cutoff=None):
         print("drawing", flush=True)
         threading.Event().wait(3600)
 

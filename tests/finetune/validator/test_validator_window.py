@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from constants.competitions import LOCAL
+from finetune.data import Sample, SyntheticSource
 from finetune.rules import samples_digest, window_losses, window_scores
 from finetune.validation import score_step
 from tests.finetune.validator.localnet import LocalNet, save_tiny
+from utilities.errors import ChainError
 
 LOSSES = {  # per-sample losses on the window's (shared) samples
     "hk0": [1.0, 1.0, 1.0, 1.0],
@@ -89,3 +91,47 @@ def test_a_validator_stepping_three_times_in_a_window_agrees_with_one_stepping_o
     finally:
         slow.evaluator.close()
         fast.evaluator.close()
+
+
+class Recording:
+    """The synthetic source, recording the cut-off of every draw."""
+
+    def __init__(self) -> None:
+        self.source, self.cutoffs = SyntheticSource("heldout"), list[float | None]()
+
+    def sample(self, n: int, *, seed: int, cutoff: float | None = None) -> list[Sample]:
+        self.cutoffs.append(cutoff)
+        return self.source.sample(n, seed=seed)
+
+
+@pytest.mark.slow
+def test_every_step_of_a_window_draws_with_the_sync_blocks_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Cortex cut-off: the validator hands its source the sync block's time, the same in two steps
+    of one window although the chain moved on between them; without that time the step is skipped."""
+    net = LocalNet(tmp_path)
+    for seed, hotkey in enumerate(("alpha", "beta")):
+        net.publish(hotkey, save_tiny(tmp_path / "src" / hotkey, seed=seed))
+    net.ripen()
+    source = Recording()
+    validator = net.validator(source=source, max_new_per_step=1, sample_min=1)
+    try:
+        validator.sync_models()
+        first = validator.step()
+        net.chain.advance(1)  # still the same window
+        second = validator.step()
+        assert first is not None and second is not None and first.block == second.block
+        assert source.cutoffs == [net.chain.block_timestamp(first.block)] * 2
+
+        asked: list[int] = []
+
+        def no_time(block: int) -> float:
+            asked.append(block)
+            raise ChainError(f"time of block {block} failed: chain unreachable")
+
+        monkeypatch.setattr(validator.chain, "block_timestamp", no_time)
+        assert validator.step() is None and asked == [first.block]  # a model was due: skipped for the time
+        assert len(source.cutoffs) == 2 and validator.state.step == 3  # nothing drawn; the step counts
+    finally:
+        validator.evaluator.close()

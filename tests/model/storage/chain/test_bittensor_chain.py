@@ -39,6 +39,25 @@ def test_block_hash_is_one_storage_entry_not_a_block_download(fake: FakeSubstrat
         chain.block_hash(6000)
 
 
+def test_block_timestamp_is_timestamp_now_at_that_block(fake: FakeSubstrate, runner: SdkRunner) -> None:
+    chain = make_chain(runner)
+    assert chain.block_timestamp(4990) == (fake.genesis_ms + 4990 * 12_000) / 1000
+    assert chain.block_timestamp(4991) - chain.block_timestamp(4990) == 12.0
+    assert ("query", ("Timestamp", "Now", [], f"0x{4990:064x}")) in fake.calls  # read at the block
+    with pytest.raises(ChainError, match="block 5001 is not known"):  # the SDK would read the head
+        chain.block_timestamp(5001)
+    # a pruned node has discarded the state of old blocks: the node's error, named
+    fake.fail("query", bt.ChainError("State already discarded for 0x1234"))
+    with pytest.raises(ChainError, match=r"time of block 4000 failed.*State already discarded"):
+        chain.block_timestamp(4000)
+    fake.set_storage("Timestamp", "Now", [], 0)
+    with pytest.raises(ChainError, match="no time"):
+        chain.block_timestamp(4990)
+    fake.set_storage("Timestamp", "Now", [], "soon")
+    with pytest.raises(ChainError, match="not a time"):
+        chain.block_timestamp(4990)
+
+
 def test_metagraph_fields_come_from_the_runtime_api(fake: FakeSubstrate, runner: SdkRunner) -> None:
     fake.set_metagraph(
         NETUID,

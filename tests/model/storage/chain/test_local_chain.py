@@ -50,6 +50,21 @@ def test_block_hash_is_shared_and_distinct(tmp_path: Path, clock: Clock) -> None
         chain.block_hash(4)
 
 
+def test_block_timestamp_is_shared_and_stays_put_as_the_chain_moves(tmp_path: Path, clock: Clock) -> None:
+    chain = chain_as(tmp_path / "c.sqlite", None, clock, seconds_per_block=12)
+    clock.now += 30  # block 2
+    assert chain.block_timestamp(2) == 1_000_024.0 and chain.block_timestamp(0) == 1_000_000.0
+    chain.advance(5)
+    clock.now += 100
+    other = chain_as(tmp_path / "c.sqlite", None, clock)
+    assert other.block_timestamp(2) == chain.block_timestamp(2) == 1_000_024.0
+    assert chain.block_timestamp(15) == 1_000_180.0
+    with pytest.raises(ChainError, match="does not exist"):
+        chain.block_timestamp(16)
+    with pytest.raises(ChainError, match="does not exist"):
+        chain.block_timestamp(-1)
+
+
 def test_register_and_metagraph(tmp_path: Path, clock: Clock) -> None:
     chain = chain_as(tmp_path / "c.sqlite", None, clock)
     assert chain.register("hk0", stake=100.0, validator_permit=True) == 0
