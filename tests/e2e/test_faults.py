@@ -75,11 +75,11 @@ if _fault:
 
         _sample = SyntheticSource.sample
 
-        def _hanging(self, n, *, seed):
+        def _hanging(self, n, *, seed, cutoff=None):
             _seen[0] += 1
             if _seen[0] >= int(_at):
                 _strike()
-            return _sample(self, n, seed=seed)
+            return _sample(self, n, seed=seed, cutoff=cutoff)
 
         SyntheticSource.sample = _hanging
 '''

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,11 @@ TASKS = {"responses", "choice", "sorting"}
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("FINETUNE_E2E_TASKS") != "1",
+    reason="~4 min on 2 cores: keeps CI under 20 min; a validator step on local-tasks runs in CI "
+    "(tests/finetune/validator); FINETUNE_E2E_TASKS=1 runs the whole demo",
+)
 @pytest.mark.timeout(1000)  # the run has its own 900 s limit
 def test_local_tasks_end_to_end(tmp_path: Path) -> None:
     net = tmp_path / "net"
